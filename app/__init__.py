@@ -1,0 +1,128 @@
+"""The application factory: config, extensions, blueprints, error handlers, commands."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, request
+from sqlalchemy import event
+
+from config import BaseConfig, get_config
+
+
+def create_app(config: BaseConfig | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from a config object, a mapping of environment-style overrides, or the environment."""
+    settings = _resolve_config(config)
+    app = Flask(__name__, instance_path=str(settings.INSTANCE_DIR))
+    app.config.from_mapping(settings.as_dict())
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_hooks(app)
+    register_commands(app)
+    return app
+
+
+def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig:
+    """A config object as given, or built from the environment (plus overrides, plus .env)."""
+    if isinstance(config, BaseConfig):
+        return config
+    if config is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(override=False)
+        return get_config()
+    import os
+
+    return get_config({**os.environ, **config})
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind every extension to the app."""
+    from app.extensions import api, cors, db, jwt, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
+    jwt.init_app(app)
+    login_manager.init_app(app)
+    # Tokens travel as Bearer headers; Flask's cookie session is never written.
+    login_manager.session_protection = None
+    # An explicit allow-list; no credentials mode, so never "*" with credentials.
+    cors.init_app(
+        app,
+        resources={r"/*": {"origins": app.config["CORS_ORIGINS"]}},
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        supports_credentials=False,
+        max_age=600,
+    )
+    api.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def _migrations_dir():
+    """The project's migrations folder, wherever the process was started from."""
+    from config import BASE_DIR
+
+    return BASE_DIR / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Enforce foreign keys and let readers proceed during writes."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount the controllers."""
+    from app.api import register_blueprints as register
+
+    register(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """problem+json for every error."""
+    from app.errors import register_errorhandlers as register
+
+    register(app)
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
+
+
+def register_hooks(app: Flask) -> None:
+    """Body checks before each request; request id, caching and security headers after."""
+    from app.api.base import check_body
+    from app.errors import request_id
+
+    app.before_request(check_body)
+
+    @app.after_request
+    def _headers(response):
+        """Every response: request id, security headers, and no caching unless a view allowed it."""
+        response.headers["X-Request-ID"] = request_id()
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Pragma"] = "no-cache"
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        return response
+
+
+def register_commands(app: Flask) -> None:
+    """The flask CLI commands."""
+    from app.cli import register_commands as register
+
+    register(app)

@@ -1,0 +1,18 @@
+"""The blueprints (controllers), registered under URL_PREFIX."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.api import auth, me, meta, users
+from app.extensions import api
+
+BLUEPRINTS = (auth.blp, me.blp, users.blp, meta.blp)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount every blueprint under URL_PREFIX and document the Bearer scheme."""
+    prefix = app.config["URL_PREFIX"]
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint, url_prefix=prefix or None)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})

@@ -1,0 +1,103 @@
+"""Controllers of signup, login, refresh, logout, checkToken and validate."""
+
+from __future__ import annotations
+
+from flask import g
+
+from app.api.base import BEARER_SECURITY, Blueprint, bearer_token, client_info, login_required, token_argument
+from app.errors import TokenError
+from app.schemas.auth import (
+    CheckTokenRequestSchema,
+    LoginRequestSchema,
+    LoginResponseSchema,
+    LogoutRequestSchema,
+    LogoutResponseSchema,
+    RefreshRequestSchema,
+    RefreshResponseSchema,
+    SignupRequestSchema,
+    SignupResponseSchema,
+    TokenResponseSchema,
+    ValidateResponseSchema,
+)
+from app.schemas.common import ProblemSchema
+from app.services import accounts, tokens
+
+blp = Blueprint("auth", __name__, description="Accounts and tokens")
+
+
+@blp.route("/signup", methods=["POST"])
+@blp.arguments(SignupRequestSchema)
+@blp.response(201, SignupResponseSchema)
+@blp.alt_response(409, schema=ProblemSchema, description="email_taken or username_taken")
+def signup(args):
+    """Create an account (role `user`) and sign it in."""
+    user, pair = accounts.signup(**args, **client_info())
+    return {"user_id": user.id, "user": user, **pair.as_dict()}
+
+
+@blp.route("/login", methods=["POST"])
+@blp.arguments(LoginRequestSchema)
+@blp.response(200, LoginResponseSchema)
+@blp.alt_response(401, schema=ProblemSchema, description="invalid_credentials")
+@blp.alt_response(403, schema=ProblemSchema, description="account_disabled")
+def login(args):
+    """Sign in with email or username and password; opens a new session."""
+    user, pair = accounts.login(**args, **client_info())
+    return {"user": user, **pair.as_dict()}
+
+
+@blp.route("/refresh", methods=["POST"])
+@blp.arguments(RefreshRequestSchema)
+@blp.response(200, RefreshResponseSchema)
+@blp.alt_response(401, schema=ProblemSchema, description="Invalid token, or token_reused")
+@blp.doc(security=BEARER_SECURITY + [{}])
+def refresh(args):
+    """Spend a refresh token for a new pair. A spent token presented again revokes its session."""
+    return tokens.rotate(token_argument(args, "refresh_token")).as_dict()
+
+
+@blp.route("/logout", methods=["POST"])
+@blp.arguments(LogoutRequestSchema)
+@blp.response(200, LogoutResponseSchema)
+@blp.alt_response(401, schema=ProblemSchema)
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def logout(args):
+    """Revoke this access token and its session; `all: true` ends every session of the user."""
+    tokens.logout(g.token, refresh_token=args.get("refresh_token"), everywhere=args["all"])
+    return {"message": "Signed out of every session." if args["all"] else "Signed out."}
+
+
+@blp.route("/checkToken", methods=["POST"])
+@blp.arguments(CheckTokenRequestSchema)
+@blp.response(200, TokenResponseSchema)
+@blp.alt_response(503, schema=ProblemSchema, description="Validity cannot be established now")
+def check_token(args):
+    """Tell a service whether an access token is valid, and whose it is."""
+    return tokens.check_token(token_argument(args, "token"))
+
+
+@blp.route("/validate", methods=["GET"])
+@blp.response(
+    200,
+    ValidateResponseSchema,
+    headers={
+        "X-User-Id": {"schema": {"type": "string"}},
+        "X-User-Email": {"schema": {"type": "string"}},
+        "X-User-Roles": {"description": "comma-separated", "schema": {"type": "string"}},
+    },
+)
+@blp.alt_response(401, schema=ProblemSchema)
+@blp.doc(security=BEARER_SECURITY)
+def validate():
+    """For gateways (nginx auth_request, Traefik ForwardAuth): 200 with X-User-* headers, or 401."""
+    token = bearer_token()
+    if token is None:
+        raise TokenError("An access token is required.", code="missing_token")
+    verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
+    headers = {
+        "X-User-Id": str(verified.user_id),
+        "X-User-Email": verified.email,
+        "X-User-Roles": ",".join(verified.roles),
+    }
+    return {}, headers

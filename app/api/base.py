@@ -1,0 +1,139 @@
+"""What every controller shares: the blueprint class, request parsing, the caller's identity."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any
+
+import flask_smorest
+from flask import g, request
+from flask_login import current_user, login_required
+from webargs.flaskparser import FlaskParser
+
+from app.errors import BadRequest, Forbidden, InvalidJSON, TokenError, ValidationFailed
+from app.extensions import db, login_manager
+from app.models import User
+from app.services import tokens
+
+BEARER_SECURITY = [{"bearerAuth": []}]
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Parser(FlaskParser):
+    """webargs parser whose failures are the service's own errors (400, never 422)."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
+        """Field errors become ValidationFailed with `errors` keyed by field."""
+        messages = error.messages
+        if isinstance(messages, dict) and len(messages) == 1:
+            (only,) = messages.values()
+            if isinstance(only, dict):
+                messages = only
+        raise ValidationFailed(errors=messages if isinstance(messages, dict) else {"_schema": messages})
+
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+        """A body that does not parse as JSON."""
+        raise InvalidJSON()
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """A flask-smorest blueprint with the service's parser."""
+
+    ARGUMENTS_PARSER = Parser()
+
+
+def has_body() -> bool:
+    """Whether the request carries a body at all."""
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def check_body() -> None:
+    """Before every request: a body must be JSON (415) and a JSON object (400)."""
+    if request.method not in BODY_METHODS or not has_body():
+        return
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType()
+    body = request.get_json(silent=True, cache=True)
+    if body is None:
+        raise InvalidJSON()
+    if not isinstance(body, dict):
+        raise InvalidJSON("The request body must be a JSON object.", code="invalid_body")
+
+
+class UnsupportedMediaType(BadRequest):
+    """A body that is not application/json."""
+
+    status = 415
+    code = "unsupported_media_type"
+    detail = "Request bodies must be application/json."
+
+
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if any."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+def client_info() -> dict[str, str | None]:
+    """The caller's user agent and address, for the session record."""
+    return {"user_agent": request.headers.get("User-Agent"), "ip": request.remote_addr}
+
+
+def token_argument(args: dict[str, Any], field: str) -> str:
+    """A token from the body field, else from the Bearer header; 400 when neither (API.md)."""
+    token = args.get(field) or bearer_token()
+    if not token:
+        raise ValidationFailed(
+            f"Send the token as '{field}' in the body or as a Bearer credential.",
+            code="missing_token",
+            errors={field: ["Missing data for required field."]},
+        )
+    return token
+
+
+@login_manager.request_loader
+def load_user_from_request(req) -> User | None:
+    """Flask-Login's loader: the user behind a valid access token, through verify_token."""
+    token = bearer_token()
+    if token is None:
+        g.auth_error = TokenError("An access token is required.", code="missing_token")
+        return None
+    try:
+        verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
+    except tokens.InvalidToken as error:
+        g.auth_error = error
+        return None
+    user = db.session.get(User, verified.user_id)
+    if user is not None:
+        g.token = verified
+    return user
+
+
+@login_manager.unauthorized_handler
+def unauthorized() -> None:
+    """401 problem+json with the reason the loader recorded."""
+    raise g.get("auth_error") or TokenError("An access token is required.", code="missing_token")
+
+
+def caller() -> User:
+    """The signed-in user as the model object (not the proxy), for the services."""
+    return current_user._get_current_object()
+
+
+def admin_required(view):
+    """Require a valid access token of an active admin (403 for anyone else)."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if current_user.role != "admin":
+            raise Forbidden("This needs the admin role.")
+        return view(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,79 @@
+"""Controllers of the self-service endpoints: /me, /me/password, /me/sessions."""
+
+from __future__ import annotations
+
+from flask import g
+from flask_login import current_user
+
+from app.api.base import BEARER_SECURITY, Blueprint, caller, login_required
+from app.schemas.common import MessageResponseSchema, ProblemSchema, UserResponseSchema
+from app.schemas.me import DeleteMeSchema, PasswordChangeSchema, SessionListSchema, UserUpdateMeSchema
+from app.services import accounts
+
+blp = Blueprint("me", __name__, description="The signed-in user's own account")
+
+
+@blp.route("/me", methods=["GET"])
+@blp.response(200, UserResponseSchema)
+@blp.alt_response(401, schema=ProblemSchema)
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def get_me():
+    """The signed-in user."""
+    return {"user": current_user}
+
+
+@blp.route("/me", methods=["PATCH"])
+@blp.arguments(UserUpdateMeSchema)
+@blp.response(200, UserResponseSchema)
+@blp.alt_response(409, schema=ProblemSchema, description="email_taken or username_taken")
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def update_me(args):
+    """Change one's own name, email or username (a new email is unverified)."""
+    return {"user": accounts.update_me(caller(), args)}
+
+
+@blp.route("/me", methods=["DELETE"])
+@blp.arguments(DeleteMeSchema)
+@blp.response(200, MessageResponseSchema)
+@blp.alt_response(401, schema=ProblemSchema, description="invalid_credentials: wrong password")
+@blp.alt_response(409, schema=ProblemSchema, description="last_admin")
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def delete_me(args):
+    """Delete one's own account and every token of it; needs the password."""
+    accounts.delete_me(caller(), password=args["password"])
+    return {"message": "Account deleted."}
+
+
+@blp.route("/me/password", methods=["POST"])
+@blp.arguments(PasswordChangeSchema)
+@blp.response(200, MessageResponseSchema)
+@blp.alt_response(401, schema=ProblemSchema, description="invalid_credentials: wrong current password")
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def change_password(args):
+    """Change the password; every other session is revoked, this one stays signed in."""
+    accounts.change_password(caller(), current_sid=g.token.sid, **args)
+    return {"message": "Password changed; other sessions were signed out."}
+
+
+@blp.route("/me/sessions", methods=["GET"])
+@blp.response(200, SessionListSchema)
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def list_sessions():
+    """The signed-in user's live sessions; `current` marks the caller's."""
+    return {"items": accounts.list_sessions(caller(), current_sid=g.token.sid)}
+
+
+@blp.route("/me/sessions/<session_id>", methods=["DELETE"])
+@blp.response(200, MessageResponseSchema)
+@blp.alt_response(404, schema=ProblemSchema)
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def revoke_session(session_id):
+    """Revoke one of one's own sessions and every token of it."""
+    accounts.revoke_session(caller(), session_id)
+    return {"message": "Session revoked."}

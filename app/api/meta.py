@@ -1,0 +1,37 @@
+"""Controllers of the operational endpoints: health, readiness, the JWK set."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from app.api.base import Blueprint
+from app.errors import ServiceUnavailable
+from app.schemas.meta import HealthSchema, JWKSetSchema
+from app.services import health
+
+blp = Blueprint("meta", __name__, description="Operations")
+
+
+@blp.route("/health", methods=["GET"])
+@blp.response(200, HealthSchema)
+def liveness():
+    """200 while the process is up; touches nothing else."""
+    return {"status": "ok"}
+
+
+@blp.route("/ready", methods=["GET"])
+@blp.response(200, HealthSchema)
+@blp.alt_response(503, description="The database is unreachable or its schema is not at the latest migration")
+def readiness():
+    """200 when the database answers and its schema is at the latest migration; 503 otherwise."""
+    problem = health.readiness_problem(current_app.extensions["migrate"].directory)
+    if problem is not None:
+        raise ServiceUnavailable(problem, code="not_ready")
+    return {"status": "ready"}
+
+
+@blp.route("/.well-known/jwks.json", methods=["GET"])
+@blp.response(200, JWKSetSchema)
+def jwks():
+    """The public keys that verify this service's tokens; empty under HS256 (a shared secret)."""
+    return {"keys": []}, {"Cache-Control": "public, max-age=300"}

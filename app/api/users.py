@@ -1,0 +1,66 @@
+"""Controllers of user management: /users (admins), /users/{id} (admins or the user)."""
+
+from __future__ import annotations
+
+from app.api.base import BEARER_SECURITY, Blueprint, admin_required, caller, login_required
+from app.schemas.common import MessageResponseSchema, ProblemSchema, UserResponseSchema
+from app.schemas.users import UserCreateSchema, UserListQuerySchema, UserListSchema, UserUpdateSchema
+from app.services import users
+
+blp = Blueprint("users", __name__, description="User management")
+
+
+@blp.route("/users", methods=["GET"])
+@blp.arguments(UserListQuerySchema, location="query")
+@blp.response(200, UserListSchema)
+@blp.alt_response(403, schema=ProblemSchema)
+@blp.doc(security=BEARER_SECURITY)
+@admin_required
+def list_users(args):
+    """List users, paginated and filtered (admins)."""
+    items, total = users.list_users(**args)
+    return {"items": items, "page": args["page"], "per_page": args["per_page"], "total": total}
+
+
+@blp.route("/users", methods=["POST"])
+@blp.arguments(UserCreateSchema)
+@blp.response(201, UserResponseSchema)
+@blp.alt_response(409, schema=ProblemSchema, description="email_taken or username_taken")
+@blp.doc(security=BEARER_SECURITY)
+@admin_required
+def create_user(args):
+    """Create a user with a role and status (admins)."""
+    args.pop("password_confirm", None)
+    return {"user": users.create_user(**args)}
+
+
+@blp.route("/users/<user_id>", methods=["GET"])
+@blp.response(200, UserResponseSchema)
+@blp.alt_response(404, schema=ProblemSchema)
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def get_user(user_id):
+    """One user (admins, or the user themself)."""
+    return {"user": users.visible_user(actor=caller(), target_id=user_id)}
+
+
+@blp.route("/users/<user_id>", methods=["PATCH"])
+@blp.arguments(UserUpdateSchema)
+@blp.response(200, UserResponseSchema)
+@blp.alt_response(409, schema=ProblemSchema, description="email_taken, username_taken or last_admin")
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def update_user(args, user_id):
+    """Change a user: admins any field; the user themself name, email and username."""
+    return {"user": users.update_user(actor=caller(), target_id=user_id, changes=args)}
+
+
+@blp.route("/users/<user_id>", methods=["DELETE"])
+@blp.response(200, MessageResponseSchema)
+@blp.alt_response(409, schema=ProblemSchema, description="last_admin")
+@blp.doc(security=BEARER_SECURITY)
+@login_required
+def delete_user(user_id):
+    """Delete a user and all their tokens (admins, or the user themself)."""
+    users.delete_user(actor=caller(), target_id=user_id)
+    return {"message": "User deleted."}

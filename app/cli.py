@@ -1,0 +1,115 @@
+"""flask commands: create-admin, purge-tokens, dev-cert."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+import click
+from flask import Flask
+from marshmallow import Schema, ValidationError
+
+from app.errors import AppError
+from app.schemas.fields import Email, Password, Text
+from app.services import tokens, users
+
+
+class AdminInput(Schema):
+    """What create-admin accepts, checked like the HTTP input."""
+
+    email = Email(required=True)
+    password = Password(allow_none=True)
+    name = Text(max_length=100, allow_none=True)
+
+
+def _fail(message: str) -> None:
+    """Stop with a clear message and exit status 1."""
+    raise click.ClickException(message)
+
+
+@click.command("create-admin")
+@click.option("--email", required=True, help="The admin's email address.")
+@click.option("--password", default=None, help="The password; prompted for (hidden) when omitted.")
+@click.option("--name", default=None, help="Display name (default: the email's local part).")
+def create_admin(email: str, password: str | None, name: str | None) -> None:
+    """Create an admin, or promote an existing user to admin."""
+    try:
+        data = AdminInput().load({"email": email, "password": password, "name": name})
+    except ValidationError as error:
+        _fail("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.messages.items()))
+    if data.get("password") is None and users.find_admin_candidate(data["email"]) is None:
+        data["password"] = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user, created = users.create_or_promote_admin(
+            email=data["email"], password=data.get("password"), name=data.get("name")
+        )
+    except AppError as error:
+        details = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in (error.errors or {}).items())
+        _fail(f"{error.detail} {details}".strip())
+    click.echo(f"{'Created' if created else 'Promoted'} admin {user.email} ({user.id}).")
+
+
+@click.command("purge-tokens")
+def purge_tokens() -> None:
+    """Delete revocation records and sessions whose tokens have expired anyway."""
+    revoked, sessions = tokens.purge_expired()
+    click.echo(f"Purged {revoked} revocation record(s) and {sessions} expired session(s).")
+
+
+@click.command("dev-cert")
+@click.option("--out", "out_dir", default="instance/certs", show_default=True, help="Folder for cert.pem and key.pem.")
+@click.option("--force", is_flag=True, help="Replace an existing certificate.")
+def dev_cert(out_dir: str, force: bool) -> None:
+    """Make a self-signed certificate for localhost (development only)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = Path(out_dir)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    if cert_path.exists() and key_path.exists() and not force:
+        click.echo(f"Using the existing certificate in {folder}.")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    click.echo(f"Wrote {cert_path} and {key_path} (self-signed, for localhost).")
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the commands to the app's CLI."""
+    for command in (create_admin, purge_tokens, dev_cert):
+        app.cli.add_command(command)

@@ -1,0 +1,260 @@
+"""One exception hierarchy (status + stable code) and the handlers that render problem+json.
+
+Codes are the contract clients switch on; titles come from the HTTP status; details are for
+humans. Internal causes are logged, never sent (RFC 9457, ASVS 7.4.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, current_app, g, json, request
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, TimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MIMETYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = "5"
+
+
+class AppError(Exception):
+    """Base of every error the service reports; `status` and `code` are the contract."""
+
+    status = 500
+    code = "internal_error"
+    detail = "The server could not complete the request."
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Carry an optional human detail, a more specific code, field errors and headers."""
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+        if code is not None:
+            self.code = code
+        self.errors = errors
+        self.headers = dict(headers or {})
+
+
+class BadRequest(AppError):
+    """The request is malformed."""
+
+    status = 400
+    code = "bad_request"
+    detail = "The request could not be understood."
+
+
+class ValidationFailed(BadRequest):
+    """Input failed validation; `errors` names each field and why."""
+
+    code = "validation_error"
+    detail = "The request body or query has invalid fields."
+
+
+class InvalidJSON(BadRequest):
+    """The body is not a JSON document."""
+
+    code = "invalid_json"
+    detail = "The request body is not valid JSON."
+
+
+class Unauthorized(AppError):
+    """Credentials or a token are missing or invalid."""
+
+    status = 401
+    code = "unauthorized"
+    detail = "Authentication is required."
+
+
+class InvalidCredentials(Unauthorized):
+    """Wrong identifier or password; the same answer either way (ASVS 2.2, no enumeration)."""
+
+    code = "invalid_credentials"
+    detail = "The credentials are incorrect."
+
+
+class TokenError(Unauthorized):
+    """A token was expected and is missing or not valid; carries a Bearer challenge (RFC 6750 3)."""
+
+    code = "invalid_token"
+    detail = "The token is not valid."
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        """Build the WWW-Authenticate challenge from the code."""
+        super().__init__(detail, code=code)
+        if self.code == "missing_token":
+            challenge = 'Bearer realm="auth"'
+        else:
+            challenge = f'Bearer realm="auth", error="invalid_token", error_description="{self.code}"'
+        self.headers["WWW-Authenticate"] = challenge
+
+
+class TokenReused(TokenError):
+    """A spent refresh token came back: its whole session has been revoked."""
+
+    code = "token_reused"
+    detail = "This refresh token was already used; the session has been revoked."
+
+
+class Forbidden(AppError):
+    """Authenticated, but not allowed."""
+
+    status = 403
+    code = "forbidden"
+    detail = "You are not allowed to do this."
+
+
+class AccountDisabled(Forbidden):
+    """The right password for a deactivated account."""
+
+    code = "account_disabled"
+    detail = "This account has been disabled."
+
+
+class NotFound(AppError):
+    """No such resource."""
+
+    status = 404
+    code = "not_found"
+    detail = "The resource was not found."
+
+
+class Conflict(AppError):
+    """The request conflicts with the current state."""
+
+    status = 409
+    code = "conflict"
+    detail = "The request conflicts with the current state."
+
+
+class EmailTaken(Conflict):
+    """Another account has this email."""
+
+    code = "email_taken"
+    detail = "An account with this email already exists."
+
+
+class UsernameTaken(Conflict):
+    """Another account has this username."""
+
+    code = "username_taken"
+    detail = "This username is taken."
+
+
+class LastAdmin(Conflict):
+    """The change would leave no active admin."""
+
+    code = "last_admin"
+    detail = "The last active admin cannot be demoted, deactivated or deleted."
+
+
+class ServiceUnavailable(AppError):
+    """A dependency (the database) is down; try again later."""
+
+    status = 503
+    code = "service_unavailable"
+    detail = "The service is temporarily unavailable; try again later."
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        """Always tell the client when to come back."""
+        super().__init__(detail, code=code, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+# Werkzeug's HTTP errors mapped to stable codes.
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+    503: "service_unavailable",
+}
+
+DATABASE_DOWN = (OperationalError, DisconnectionError, TimeoutError)
+
+
+def request_id() -> str:
+    """The id of the current request: the caller's X-Request-ID if sane, else a new one."""
+    rid = g.get("request_id")
+    if rid is None:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        g.request_id = rid
+    return rid
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Render an RFC 9457 problem document with the service's envelope."""
+    body: dict[str, Any] = {
+        "success": False,
+        "status": status,
+        "title": HTTPStatus(status).phrase,
+        "code": code,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    if status >= 500:
+        body["request_id"] = request_id()
+    response = current_app.response_class(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def handle_app_error(error: AppError) -> Response:
+    """Render a domain error."""
+    return problem(error.status, error.code, error.detail, errors=error.errors, headers=error.headers)
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    """Render Werkzeug's errors (404, 405, 413, …) as problem+json, keeping their headers."""
+    status = error.code or 500
+    headers = {}
+    valid_methods = getattr(error, "valid_methods", None)
+    if status == 405 and valid_methods:
+        headers["Allow"] = ", ".join(valid_methods)
+    if status == 429:
+        headers["Retry-After"] = str(getattr(error, "retry_after", None) or 60)
+    detail = error.description if status < 500 else "The server could not complete the request."
+    return problem(status, HTTP_CODES.get(status, "http_error"), detail, headers=headers)
+
+
+def handle_unexpected(error: Exception) -> Response:
+    """Log the cause; answer 503 for a database outage and a bare 500 otherwise."""
+    if isinstance(error, DATABASE_DOWN) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+        log.error("database unavailable: %s", type(error).__name__, exc_info=error)
+        return handle_app_error(ServiceUnavailable())
+    log.exception("unhandled error [request_id=%s]", request_id(), exc_info=error)
+    return problem(500, "internal_error", "The server could not complete the request.")
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Install the three handlers: AppError, HTTPException, Exception."""
+    app.register_error_handler(AppError, handle_app_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,51 @@
+"""Schemas shared across resources: the problem document, the user, messages."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem document (every error)."""
+
+    success = fields.Boolean(metadata={"example": False})
+    status = fields.Integer(metadata={"example": 401})
+    title = fields.String(metadata={"example": "Unauthorized"})
+    code = fields.String(
+        metadata={"description": "Stable snake_case code to switch on", "example": "invalid_credentials"}
+    )
+    detail = fields.String()
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Field errors, on validation failures"},
+    )
+    request_id = fields.String(metadata={"description": "On 5xx only: quote it when reporting a problem"})
+
+
+class UserSchema(Schema):
+    """A user as every response shows it; never a password hash or anything derived from it."""
+
+    id = fields.UUID(dump_only=True)
+    email = fields.String()
+    username = fields.String(allow_none=True)
+    name = fields.String()
+    role = fields.String(metadata={"enum": ["user", "admin"]})
+    is_active = fields.Boolean()
+    email_verified = fields.Boolean()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class UserResponseSchema(Schema):
+    """A single user."""
+
+    success = fields.Boolean(dump_default=True)
+    user = fields.Nested(UserSchema)
+
+
+class MessageResponseSchema(Schema):
+    """A success with a human message."""
+
+    success = fields.Boolean(dump_default=True)
+    message = fields.String()

@@ -1,0 +1,54 @@
+"""Schemas of the admin user management endpoints under /users."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from app.schemas.auth import SignupRequestSchema
+from app.schemas.common import UserSchema
+from app.schemas.fields import Email, Password, StrictBoolean, Text, Username
+
+ROLE = validate.OneOf(["user", "admin"])
+
+
+class UserCreateSchema(SignupRequestSchema):
+    """POST /users: as signup, plus role and is_active."""
+
+    role = fields.String(validate=ROLE, load_default="user")
+    is_active = StrictBoolean(load_default=True)
+
+
+class UserUpdateSchema(Schema):
+    """PATCH /users/{id}. Admins may set every field; a user on their own record only
+    name, email and username."""
+
+    name = Text(max_length=100)
+    email = Email()
+    username = Username(allow_none=True)
+    role = fields.String(validate=ROLE)
+    is_active = StrictBoolean()
+    password = Password()
+
+
+class UserListQuerySchema(Schema):
+    """GET /users query parameters."""
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    email = Email(metadata={"description": "Exact match, case-insensitive"})
+    q = fields.String(
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "Substring of email, username or name, case-insensitive"},
+    )
+    role = fields.String(validate=ROLE)
+    is_active = fields.Boolean()
+
+
+class UserListSchema(Schema):
+    """A page of users."""
+
+    success = fields.Boolean(dump_default=True)
+    items = fields.List(fields.Nested(UserSchema))
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()

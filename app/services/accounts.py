@@ -1,0 +1,129 @@
+"""Self-service accounts: signup, login, profile, password change, deletion, sessions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from app.errors import AccountDisabled, InvalidCredentials, NotFound
+from app.extensions import db
+from app.models import Session, User, utcnow
+from app.services import passwords, tokens, users
+
+
+def signup(
+    *,
+    email: str,
+    password: str,
+    name: str,
+    username: str | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+    **_confirmation: Any,
+) -> tuple[User, tokens.TokenPair]:
+    """Create a `user` account and its first session. Raises ValidationFailed, EmailTaken, UsernameTaken."""
+    user = users.new_user(email=email, password=password, name=name, username=username)
+    users.commit_or_conflict(flush_only=True)  # the user row must exist before its session's
+    pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
+    users.commit_or_conflict()
+    return user, pair
+
+
+def find_by_identifier(*, email: str | None, username: str | None) -> User | None:
+    """The account with this email, or this username (case-insensitive)."""
+    if email is not None:
+        return db.session.scalars(select(User).where(User.email == email)).first()
+    return db.session.scalars(select(User).where(User.username_key == users.username_key(username))).first()
+
+
+def login(
+    *,
+    password: str,
+    email: str | None = None,
+    username: str | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+) -> tuple[User, tokens.TokenPair]:
+    """Check credentials and open a session. Raises InvalidCredentials, AccountDisabled.
+
+    An unknown account costs one hash verification too, and both failures give the same
+    error, so neither the answer nor its timing tells whether the account exists (ASVS 2.2.x).
+    """
+    user = find_by_identifier(email=email, username=username)
+    if user is None:
+        passwords.burn_verification(password)
+        raise InvalidCredentials()
+    matches, needs_rehash = passwords.verify_password(user.password_hash, password)
+    if not matches:
+        raise InvalidCredentials()
+    if not user.is_active:
+        raise AccountDisabled()
+    if needs_rehash:
+        user.password_hash = passwords.hash_password(password)
+    pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
+    db.session.commit()
+    return user, pair
+
+
+def require_password(user: User, password: str) -> None:
+    """Raise InvalidCredentials unless `password` is the user's current password."""
+    matches, _ = passwords.verify_password(user.password_hash, password)
+    if not matches:
+        raise InvalidCredentials("The current password is incorrect.")
+
+
+def change_password(user: User, *, current_sid: uuid.UUID, current_password: str, new_password: str) -> None:
+    """Change the password and revoke every other session of the user.
+
+    The calling session survives: it has just proven the current password. Raises
+    InvalidCredentials, ValidationFailed.
+    """
+    require_password(user, current_password)
+    passwords.check_policy(new_password, field="new_password", email=user.email, username=user.username)
+    user.password_hash = passwords.hash_password(new_password)
+    tokens.revoke_sessions(Session.user_id == user.id, Session.id != current_sid)
+    db.session.commit()
+
+
+def update_me(user: User, changes: dict[str, Any]) -> User:
+    """Change one's own name, email or username. Raises EmailTaken, UsernameTaken."""
+    return users.apply_update(user, changes)
+
+
+def delete_me(user: User, *, password: str) -> None:
+    """Delete one's own account after re-checking the password. Raises InvalidCredentials, LastAdmin."""
+    require_password(user, password)
+    users.delete_account(user)
+
+
+def list_sessions(user: User, *, current_sid: uuid.UUID) -> list[dict[str, Any]]:
+    """The user's live sessions, most recently used first."""
+    rows = db.session.scalars(
+        select(Session)
+        .where(Session.user_id == user.id, Session.revoked_at.is_(None), Session.expires_at > utcnow())
+        .order_by(Session.last_used_at.desc())
+    ).all()
+    return [
+        {
+            "id": row.id,
+            "created_at": row.created_at,
+            "last_used_at": row.last_used_at,
+            "user_agent": row.user_agent,
+            "ip": row.ip,
+            "current": row.id == current_sid,
+        }
+        for row in rows
+    ]
+
+
+def revoke_session(user: User, session_id: str) -> None:
+    """Revoke one of the user's own live sessions. Raises NotFound."""
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        raise NotFound("No such session.") from None
+    if tokens.revoke_sessions(Session.id == sid, Session.user_id == user.id) != 1:
+        raise NotFound("No such session.")
+    db.session.commit()

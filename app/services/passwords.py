@@ -1,0 +1,82 @@
+"""Password hashing and policy: pure functions over the app's configured parameters.
+
+argon2id at OWASP parameters (m=19 MiB, t=2, p=1 or stronger); werkzeug's own pbkdf2/scrypt
+hashes still verify so accounts can be migrated from older Flask services, and any hash that
+is not current argon2id is flagged for an upgrade on the next successful login.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask import current_app
+from werkzeug.security import check_password_hash
+
+from app.errors import ValidationFailed
+
+WERKZEUG_PREFIXES = ("pbkdf2:", "scrypt:")
+
+
+@lru_cache(maxsize=8)
+def _hasher(time_cost: int, memory_cost: int, parallelism: int) -> PasswordHasher:
+    """One PasswordHasher per parameter set."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+
+
+def hasher() -> PasswordHasher:
+    """The hasher for the current app's configuration."""
+    config = current_app.config
+    return _hasher(config["ARGON2_TIME_COST"], config["ARGON2_MEMORY_COST"], config["ARGON2_PARALLELISM"])
+
+
+def normalize(password: str) -> str:
+    """NFKC-normalize, so the same password typed on two keyboards hashes the same (NIST 800-63B 5.1.1.2)."""
+    return unicodedata.normalize("NFKC", password)
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with argon2id; the whole password, never truncated."""
+    return hasher().hash(normalize(password))
+
+
+def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
+    """Check a password against a stored hash; return (matches, needs_rehash)."""
+    candidate = normalize(password)
+    if stored_hash.startswith(WERKZEUG_PREFIXES):
+        return check_password_hash(stored_hash, candidate), True
+    try:
+        hasher().verify(stored_hash, candidate)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False, False
+    return True, hasher().check_needs_rehash(stored_hash)
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(time_cost: int, memory_cost: int, parallelism: int) -> str:
+    """A hash of a random value with the current parameters, made once per parameter set."""
+    return _hasher(time_cost, memory_cost, parallelism).hash("dummy password for timing")
+
+
+def burn_verification(password: str) -> None:
+    """Spend one verification when there is no account, so timing does not reveal that (ASVS 2.2.x)."""
+    config = current_app.config
+    stored = _dummy_hash(config["ARGON2_TIME_COST"], config["ARGON2_MEMORY_COST"], config["ARGON2_PARALLELISM"])
+    verify_password(stored, password)
+
+
+def check_policy(
+    password: str, *, field: str = "password", email: str | None = None, username: str | None = None
+) -> None:
+    """Enforce the password policy on a new password; raise ValidationFailed naming the reason."""
+    config = current_app.config
+    normalized = normalize(password)
+    problems: list[str] = []
+    if len(normalized) < config["PASSWORD_MIN_LENGTH"]:
+        problems.append(f"Must be at least {config['PASSWORD_MIN_LENGTH']} characters long.")
+    if len(normalized) > config["PASSWORD_MAX_LENGTH"]:
+        problems.append(f"Must be at most {config['PASSWORD_MAX_LENGTH']} characters long.")
+    if problems:
+        raise ValidationFailed(errors={field: problems})

@@ -1,0 +1,317 @@
+"""Tokens: issue a pair, verify one (the hot path), rotate refresh tokens, revoke.
+
+`verify_token` is the one place that decides whether a token is valid (API.md, "Token model");
+/checkToken, /validate and every protected endpoint go through it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from flask import current_app
+from flask_jwt_extended import create_access_token, create_refresh_token
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import TokenError, TokenReused
+from app.extensions import db
+from app.models import RevokedToken, Session, User, utcnow
+
+ACCESS = "access"
+REFRESH = "refresh"
+# RFC 8725 3.9 / 3.11: every claim we rely on must be present; a token lacking one is invalid.
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss", "sid"]
+
+# The reasons /checkToken reports, and the error code a protected endpoint answers with.
+REASON_CODES = {
+    "expired": "token_expired",
+    "revoked": "token_revoked",
+    "invalid": "invalid_token",
+    "wrong_type": "wrong_token_type",
+    "user_inactive": "user_inactive",
+}
+
+
+class InvalidToken(TokenError):
+    """A presented token is not valid; `reason` is the /checkToken vocabulary."""
+
+    def __init__(self, reason: str) -> None:
+        """Map the reason onto a stable error code."""
+        self.reason = reason
+        super().__init__(f"The token is not valid ({reason}).", code=REASON_CODES[reason])
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What a valid token proves: who, which session, until when."""
+
+    user_id: uuid.UUID
+    email: str
+    roles: list[str]
+    jti: str
+    sid: uuid.UUID
+    type: str
+    fresh: bool
+    expires_at: datetime
+    claims: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """A freshly issued access and refresh token, and what the session must remember of them."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_jti: str
+    refresh_expires_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        """The token fields of a response body."""
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        }
+
+
+def issue_pair(*, user_id: uuid.UUID, roles: list[str], sid: uuid.UUID, fresh: bool) -> TokenPair:
+    """Sign an access and a refresh token for session `sid`."""
+    config = current_app.config
+    refresh_jti = str(uuid.uuid4())
+    access = create_access_token(
+        identity=str(user_id),
+        fresh=fresh,
+        additional_claims={"roles": roles, "sid": str(sid)},
+    )
+    refresh = create_refresh_token(identity=str(user_id), additional_claims={"sid": str(sid), "jti": refresh_jti})
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=int(config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
+        refresh_jti=refresh_jti,
+        refresh_expires_at=utcnow() + config["JWT_REFRESH_TOKEN_EXPIRES"],
+    )
+
+
+def decode(token: str) -> dict[str, Any]:
+    """Check signature, algorithm, time claims, issuer and required claims; return the claims.
+
+    Raises InvalidToken("expired") or InvalidToken("invalid"). Touches no database.
+    """
+    config = current_app.config
+    try:
+        unverified = jwt.api_jws.get_unverified_header(token)
+        # RFC 7515 4.1.11: we understand no header extensions, so any `crit` is refused.
+        # jku/x5u/jwk/kid are never used to find a key (RFC 8725 3.10): the key is configured.
+        if "crit" in unverified:
+            raise InvalidToken("invalid")
+        claims = jwt.decode(
+            token,
+            config["JWT_SECRET_KEY"],
+            algorithms=config["JWT_DECODE_ALGORITHMS"],
+            issuer=config["JWT_DECODE_ISSUER"],
+            leeway=config["JWT_DECODE_LEEWAY"],
+            options={"require": REQUIRED_CLAIMS, "verify_aud": False},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("expired") from None
+    except jwt.InvalidTokenError:
+        raise InvalidToken("invalid") from None
+    if not all(isinstance(claims[name], str) for name in ("sub", "jti", "sid", "type")):
+        raise InvalidToken("invalid")
+    return claims
+
+
+def _state_query(user_id: uuid.UUID, sid: uuid.UUID, jti: str):
+    """One round trip: the user's standing, the session's and whether the jti is revoked."""
+    users, sessions, revoked = User.__table__, Session.__table__, RevokedToken.__table__
+    return (
+        select(
+            users.c.email,
+            users.c.role,
+            users.c.is_active,
+            users.c.tokens_valid_after,
+            sessions.c.id.label("session_id"),
+            sessions.c.revoked_at,
+            exists().where(revoked.c.jti == jti).label("jti_revoked"),
+        )
+        .select_from(users.outerjoin(sessions, and_(sessions.c.id == sid, sessions.c.user_id == users.c.id)))
+        .where(users.c.id == user_id)
+    )
+
+
+def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
+    """Decide whether `token` is valid for `expected_type` by every rule of API.md.
+
+    Raises InvalidToken with reason expired, invalid, wrong_type, revoked or user_inactive,
+    and lets a database failure propagate (it becomes a 503: never "valid" when unsure).
+    """
+    claims = decode(token)
+    if claims["type"] != expected_type:
+        raise InvalidToken("wrong_type" if claims["type"] in (ACCESS, REFRESH) else "invalid")
+    try:
+        user_id = uuid.UUID(claims["sub"])
+        sid = uuid.UUID(claims["sid"])
+    except ValueError:
+        raise InvalidToken("invalid") from None
+    row = db.session.execute(_state_query(user_id, sid, claims["jti"])).first()
+    if row is None:
+        raise InvalidToken("revoked")  # the user was deleted, and every token with them
+    if row.jti_revoked or row.session_id is None or row.revoked_at is not None:
+        raise InvalidToken("revoked")
+    if not row.is_active:
+        raise InvalidToken("user_inactive")
+    cutoff = row.tokens_valid_after
+    if cutoff is not None and claims["iat"] < _as_utc(cutoff).timestamp():
+        raise InvalidToken("revoked")  # password reset or deactivation after issue
+    return VerifiedToken(
+        user_id=user_id,
+        email=row.email,
+        roles=[row.role],
+        jti=claims["jti"],
+        sid=sid,
+        type=claims["type"],
+        fresh=bool(claims.get("fresh", False)),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        claims=claims,
+    )
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Aware UTC, for values read through Core (the column type already does this)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def whole_second_now() -> datetime:
+    """Now, rounded down to the second: `iat` has whole seconds, so cut-offs must too."""
+    now = utcnow()
+    return datetime.fromtimestamp(math.floor(now.timestamp()), UTC)
+
+
+def check_token(token: str) -> dict[str, Any]:
+    """The /checkToken answer: validity plus who, or the reason it is not valid."""
+    try:
+        verified = verify_token(token, expected_type=ACCESS)
+    except InvalidToken as error:
+        return {"success": True, "valid": False, "reason": error.reason}
+    return {
+        "success": True,
+        "valid": True,
+        "user_id": str(verified.user_id),
+        "email": verified.email,
+        "roles": verified.roles,
+        "expires_at": verified.expires_at,
+        "jti": verified.jti,
+        "sid": str(verified.sid),
+    }
+
+
+def start_session(user: User, *, user_agent: str | None, ip: str | None, fresh: bool) -> TokenPair:
+    """Open a session for `user` and issue its first pair; the caller commits."""
+    now = utcnow()
+    sid = uuid.uuid4()
+    pair = issue_pair(user_id=user.id, roles=user.roles, sid=sid, fresh=fresh)
+    db.session.add(
+        Session(
+            id=sid,
+            user_id=user.id,
+            refresh_jti=pair.refresh_jti,
+            created_at=now,
+            last_used_at=now,
+            expires_at=pair.refresh_expires_at,
+            user_agent=(user_agent or "")[:255] or None,
+            ip=(ip or "")[:45] or None,
+        )
+    )
+    return pair
+
+
+def rotate(refresh_token: str) -> TokenPair:
+    """Spend a refresh token for a new pair; a spent one revokes its whole session.
+
+    Raises InvalidToken, or TokenReused when the token was already spent (API.md: theft).
+    The swap is one conditional UPDATE, so of simultaneous uses at most one wins.
+    """
+    verified = verify_token(refresh_token, expected_type=REFRESH)
+    pair = issue_pair(user_id=verified.user_id, roles=verified.roles, sid=verified.sid, fresh=False)
+    swapped = db.session.execute(
+        update(Session)
+        .where(Session.id == verified.sid, Session.refresh_jti == verified.jti, Session.revoked_at.is_(None))
+        .values(refresh_jti=pair.refresh_jti, expires_at=pair.refresh_expires_at, last_used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if swapped == 1:
+        db.session.commit()
+        return pair
+    db.session.rollback()
+    revoke_sessions(Session.id == verified.sid)
+    db.session.commit()
+    raise TokenReused()
+
+
+def revoke_sessions(*criteria) -> int:
+    """Mark every live session matching `criteria` revoked; the caller commits."""
+    result = db.session.execute(
+        update(Session)
+        .where(Session.revoked_at.is_(None), *criteria)
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def revoke_jti(jti: str, *, token_type: str, user_id: uuid.UUID | None, expires_at: datetime) -> None:
+    """Record a revoked jti (idempotent: a concurrent twin is not an error); commits."""
+    if db.session.get(RevokedToken, jti) is not None:
+        return
+    db.session.add(RevokedToken(jti=jti, token_type=token_type, user_id=user_id, expires_at=expires_at))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # the same jti was revoked by a simultaneous request
+
+
+def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywhere: bool = False) -> None:
+    """Revoke this access token and its session; also the given refresh token's; or every session."""
+    if everywhere:
+        revoke_sessions(Session.user_id == verified.user_id)
+    else:
+        revoke_sessions(Session.id == verified.sid)
+    if refresh_token:
+        try:
+            other = decode(refresh_token)
+        except InvalidToken:
+            other = None
+        # Only a refresh token of the same user can be revoked this way.
+        if other is not None and other["type"] == REFRESH and other["sub"] == str(verified.user_id):
+            try:
+                revoke_sessions(Session.id == uuid.UUID(other["sid"]), Session.user_id == verified.user_id)
+            except ValueError:
+                pass
+    db.session.commit()
+    revoke_jti(verified.jti, token_type=ACCESS, user_id=verified.user_id, expires_at=verified.expires_at)
+
+
+def void_all_tokens(user: User) -> None:
+    """Void every token the user holds now: a cut-off at this second and every session revoked.
+
+    The caller commits.
+    """
+    user.tokens_valid_after = whole_second_now()
+    revoke_sessions(Session.user_id == user.id)
+
+
+def purge_expired(now: datetime | None = None) -> tuple[int, int]:
+    """Delete revocation records and sessions whose tokens have expired anyway; commits."""
+    now = now or utcnow()
+    revoked = db.session.execute(RevokedToken.__table__.delete().where(RevokedToken.expires_at < now)).rowcount
+    sessions = db.session.execute(Session.__table__.delete().where(Session.expires_at < now)).rowcount
+    db.session.commit()
+    return revoked, sessions

@@ -1,0 +1,245 @@
+"""Users: create, find, list, update and delete accounts, with the last-admin rule."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import Conflict, EmailTaken, Forbidden, LastAdmin, NotFound, UsernameTaken
+from app.extensions import db
+from app.models import RevokedToken, Session, User
+from app.services import passwords, tokens
+
+SELF_EDITABLE = frozenset({"name", "email", "username"})
+
+
+def username_key(username: str | None) -> str | None:
+    """The case-insensitive uniqueness key of a username."""
+    return username.lower() if username else None
+
+
+def conflict_from(error: IntegrityError) -> Conflict:
+    """Tell which unique constraint a failed write hit (email or username)."""
+    text = str(error.orig).lower()
+    if "username" in text:
+        return UsernameTaken(errors={"username": ["This username is taken."]})
+    if "email" in text:
+        return EmailTaken(errors={"email": ["An account with this email already exists."]})
+    return Conflict()
+
+
+def ensure_available(*, email: str | None, username: str | None, exclude: uuid.UUID | None = None) -> None:
+    """Raise EmailTaken or UsernameTaken if another account holds either; the constraint still decides races."""
+    if email is not None:
+        query = select(User.id).where(User.email == email)
+        if exclude is not None:
+            query = query.where(User.id != exclude)
+        if db.session.execute(query).first() is not None:
+            raise EmailTaken(errors={"email": ["An account with this email already exists."]})
+    if username is not None:
+        query = select(User.id).where(User.username_key == username_key(username))
+        if exclude is not None:
+            query = query.where(User.id != exclude)
+        if db.session.execute(query).first() is not None:
+            raise UsernameTaken(errors={"username": ["This username is taken."]})
+
+
+def new_user(
+    *, email: str, password: str, name: str, username: str | None = None, role: str = "user", is_active: bool = True
+) -> User:
+    """Build (not commit) a user after the password policy and availability checks.
+
+    Raises ValidationFailed, EmailTaken, UsernameTaken.
+    """
+    passwords.check_policy(password, email=email, username=username)
+    ensure_available(email=email, username=username)
+    user = User(
+        id=uuid.uuid4(),
+        email=email,
+        username=username,
+        username_key=username_key(username),
+        name=name,
+        password_hash=passwords.hash_password(password),
+        role=role,
+        is_active=is_active,
+        email_verified=False,
+    )
+    db.session.add(user)
+    return user
+
+
+def commit_or_conflict(*, flush_only: bool = False) -> None:
+    """Commit (or flush); a unique-constraint failure (a simultaneous twin) becomes EmailTaken/UsernameTaken."""
+    try:
+        db.session.flush() if flush_only else db.session.commit()
+    except IntegrityError as error:
+        db.session.rollback()
+        raise conflict_from(error) from error
+
+
+def create_user(**fields: Any) -> User:
+    """Create and commit a user (admin endpoint). Raises ValidationFailed, EmailTaken, UsernameTaken."""
+    user = new_user(**fields)
+    commit_or_conflict()
+    return user
+
+
+def get_user(user_id: str | uuid.UUID) -> User:
+    """The user with this id. Raises NotFound (also for ids that are not UUIDs)."""
+    try:
+        key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(str(user_id))
+    except ValueError:
+        raise NotFound() from None
+    user = db.session.get(User, key)
+    if user is None:
+        raise NotFound()
+    return user
+
+
+def _escape_like(text: str) -> str:
+    """Escape LIKE wildcards so a search is a plain substring match."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_users(
+    *,
+    page: int,
+    per_page: int,
+    email: str | None = None,
+    q: str | None = None,
+    role: str | None = None,
+    is_active: bool | None = None,
+) -> tuple[list[User], int]:
+    """A page of users, oldest first, and the total matching the filters."""
+    query = select(User)
+    if email is not None:
+        query = query.where(User.email == email)
+    if q is not None:
+        pattern = f"%{_escape_like(q.lower())}%"
+        query = query.where(
+            or_(
+                func.lower(User.email).like(pattern, escape="\\"),
+                func.lower(User.username).like(pattern, escape="\\"),
+                func.lower(User.name).like(pattern, escape="\\"),
+            )
+        )
+    if role is not None:
+        query = query.where(User.role == role)
+    if is_active is not None:
+        query = query.where(User.is_active == is_active)
+    total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    items = db.session.scalars(
+        query.order_by(User.created_at, User.id).offset((page - 1) * per_page).limit(per_page)
+    ).all()
+    return list(items), total
+
+
+def ensure_not_last_admin(target: User) -> None:
+    """Raise LastAdmin if `target` is the only active admin.
+
+    The active admins' rows are locked (FOR UPDATE; SQLite serializes writers anyway), so two
+    admins demoting each other at once cannot both succeed.
+    """
+    if target.role != "admin" or not target.is_active:
+        return
+    admins = db.session.scalars(
+        select(User.id).where(User.role == "admin", User.is_active.is_(True)).with_for_update()
+    ).all()
+    if not [admin for admin in admins if admin != target.id]:
+        raise LastAdmin()
+
+
+def apply_update(target: User, changes: dict[str, Any]) -> User:
+    """Apply profile, role, status and password changes to `target`, then commit.
+
+    Raises ValidationFailed, EmailTaken, UsernameTaken, LastAdmin.
+    """
+    if "email" in changes and changes["email"] != target.email:
+        ensure_available(email=changes["email"], username=None, exclude=target.id)
+        target.email = changes["email"]
+        target.email_verified = False
+    if "username" in changes and changes["username"] != target.username:
+        if username_key(changes["username"]) != target.username_key:
+            ensure_available(email=None, username=changes["username"], exclude=target.id)
+        target.username = changes["username"]
+        target.username_key = username_key(changes["username"])
+    if "name" in changes:
+        target.name = changes["name"]
+    demoting = changes.get("role", target.role) != "admin"
+    deactivating = changes.get("is_active", target.is_active) is False
+    if demoting or deactivating:
+        ensure_not_last_admin(target)
+    if "role" in changes:
+        target.role = changes["role"]
+    if "password" in changes:
+        passwords.check_policy(changes["password"], email=target.email, username=target.username)
+        target.password_hash = passwords.hash_password(changes["password"])
+        tokens.void_all_tokens(target)  # an admin reset ends every session of the account
+    if "is_active" in changes and changes["is_active"] != target.is_active:
+        target.is_active = changes["is_active"]
+        if not target.is_active:
+            tokens.void_all_tokens(target)  # API.md: deactivated after issue voids the token
+    commit_or_conflict()
+    return target
+
+
+def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User:
+    """PATCH /users/{id}: admins any field; a user their own name, email and username.
+
+    Raises NotFound, Forbidden, ValidationFailed, EmailTaken, UsernameTaken, LastAdmin.
+    """
+    target = visible_user(actor=actor, target_id=target_id)
+    if actor.role != "admin" and not SELF_EDITABLE.issuperset(changes):
+        raise Forbidden("Only an admin may change role, is_active or password here.")
+    return apply_update(target, changes)
+
+
+def visible_user(*, actor: User, target_id: str) -> User:
+    """The target if the actor is an admin or the target; NotFound/Forbidden otherwise."""
+    if actor.role == "admin":
+        return get_user(target_id)
+    if str(actor.id) != str(target_id).lower():
+        raise Forbidden()
+    return actor
+
+
+def delete_account(target: User) -> None:
+    """Delete a user with every session and revocation record; commits. Raises LastAdmin."""
+    ensure_not_last_admin(target)
+    db.session.execute(delete(Session).where(Session.user_id == target.id))
+    db.session.execute(delete(RevokedToken).where(RevokedToken.user_id == target.id))
+    db.session.delete(target)
+    db.session.commit()
+
+
+def delete_user(*, actor: User, target_id: str) -> None:
+    """DELETE /users/{id} by an admin or the user themself. Raises NotFound, Forbidden, LastAdmin."""
+    delete_account(visible_user(actor=actor, target_id=target_id))
+
+
+def create_or_promote_admin(*, email: str, password: str | None, name: str | None) -> tuple[User, bool]:
+    """Create an admin, or promote (and reactivate) an existing user; return (user, created).
+
+    Raises ValidationFailed, EmailTaken, UsernameTaken.
+    """
+    user = db.session.scalars(select(User).where(User.email == email)).first()
+    if user is None:
+        if not password:
+            raise ValueError("a password is required to create a new admin")
+        user = new_user(email=email, password=password, name=name or email.split("@")[0], role="admin")
+        commit_or_conflict()
+        return user, True
+    changes: dict[str, Any] = {"role": "admin", "is_active": True}
+    if password:
+        changes["password"] = password
+    if name:
+        changes["name"] = name
+    return apply_update(user, changes), False
+
+
+def find_admin_candidate(email: str) -> User | None:
+    """The existing account create-admin would promote, if any."""
+    return db.session.scalars(select(User).where(User.email == email)).first()
