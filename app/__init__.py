@@ -40,7 +40,7 @@ def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig
 
 def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
-    from app.extensions import api, cors, db, jwt, login_manager, migrate
+    from app.extensions import cors, db, jwt, login_manager, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
@@ -57,7 +57,6 @@ def register_extensions(app: Flask) -> None:
         supports_credentials=False,
         max_age=600,
     )
-    api.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)

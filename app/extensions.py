@@ -1,10 +1,13 @@
-"""Extension objects, created unbound; create_app() binds them to an app."""
+"""Extension objects, created unbound; create_app() binds them to an app.
+
+flask-smorest's Api is the exception: it holds one OpenAPI document per app, so
+app.api.register_blueprints() makes one for each app.
+"""
 
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_login import LoginManager
 from flask_migrate import Migrate
-from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 
 from app.models.base import Base
@@ -14,4 +17,3 @@ migrate = Migrate()
 jwt = JWTManager()
 login_manager = LoginManager()
 cors = CORS()
-api = Api()

@@ -1,0 +1,165 @@
+"""Fixtures: an app per database backend, a client, a CLI runner, and ready-made users with tokens.
+
+Every test that uses `app` runs once per backend: SQLite always; PostgreSQL and MariaDB when
+reachable. Under CI=true an unreachable server fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from flask_migrate import upgrade
+from sqlalchemy import delete
+
+from app import create_app
+from app.extensions import db
+from app.models import RevokedToken, Session, User
+from tests.databases import BACKENDS, IN_CI, selected_backends
+
+PASSWORD = "correct horse battery staple"
+_counter = itertools.count(1)
+
+
+def pytest_configure(config):
+    """Check the servers once, before any test: loud in CI, a skip reason elsewhere."""
+    config.backend_problems = {}
+    for name in selected_backends():
+        problem = BACKENDS[name].reachable()
+        if problem is not None:
+            if IN_CI:
+                raise pytest.UsageError(f"CI=true and the {name} server is unreachable: {problem}")
+            config.backend_problems[name] = problem
+
+
+def make_test_app(database_url: str, **overrides: Any):
+    """An app on `database_url` with testing settings plus overrides."""
+    settings = {"APP_ENV": "testing", "DATABASE_URL": database_url, "URL_PREFIX": "", "CORS_ORIGINS": ""}
+    settings.update({key: str(value) for key, value in overrides.items()})
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session", params=selected_backends())
+def database_url(request, tmp_path_factory):
+    """A migrated database on one backend, dropped after the session."""
+    name = request.param
+    problem = request.config.backend_problems.get(name)
+    if problem is not None:
+        pytest.skip(f"{name} unreachable: {problem}")
+    backend = BACKENDS[name]
+    url = backend.create(str(tmp_path_factory.mktemp(name)))
+    app = make_test_app(url)
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    yield url
+    backend.drop(url)
+
+
+@pytest.fixture(scope="session")
+def base_app(database_url):
+    """The default test app of a backend, shared by its tests."""
+    app = make_test_app(database_url)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(base_app):
+    """The app, with every table emptied after the test."""
+    yield base_app
+    with base_app.app_context():
+        db.session.remove()
+        for model in (RevokedToken, Session, User):
+            db.session.execute(delete(model))
+        db.session.commit()
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build another app on the same database with other settings (URL_PREFIX, lifetimes, …)."""
+    made = []
+
+    def build(**overrides):
+        made.append(make_test_app(database_url, **overrides))
+        return made[-1]
+
+    yield build
+    for extra in made:
+        with extra.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def backend(database_url) -> str:
+    """The backend name of this test run."""
+    return database_url.split(":", 1)[0].split("+", 1)[0]
+
+
+@pytest.fixture
+def client(app):
+    """A test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A CLI runner."""
+    return app.test_cli_runner()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Auth:
+    """Helpers to make accounts and sign in through the real endpoints."""
+
+    def __init__(self, client, app):
+        """Bind to a client."""
+        self.client = client
+        self.app = app
+
+    def signup(self, email: str | None = None, password: str = PASSWORD, **extra) -> dict:
+        """Sign up and return the response body (asserting 201)."""
+        email = email or f"user{next(_counter)}@example.com"
+        body = {"email": email, "password": password, "name": extra.pop("name", "Test User"), **extra}
+        response = self.client.post("/signup", json=body)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    def login(self, email: str, password: str = PASSWORD) -> dict:
+        """Log in and return the response body (asserting 200)."""
+        response = self.client.post("/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    def make_admin(self, email: str | None = None) -> dict:
+        """A signed-in admin: signup, promote in the database, log in again for a token with the role."""
+        body = self.signup(email)
+        with self.app.app_context():
+            user = db.session.get(User, __import__("uuid").UUID(body["user_id"]))
+            user.role = "admin"
+            db.session.commit()
+        return self.login(body["user"]["email"])
+
+
+@pytest.fixture
+def auth(client, app):
+    """The Auth helper."""
+    return Auth(client, app)
+
+
+@pytest.fixture
+def user(auth):
+    """A signed-up user: the signup body (user, access_token, refresh_token, …)."""
+    return auth.signup()
+
+
+@pytest.fixture
+def admin(auth):
+    """A signed-in admin: the login body."""
+    return auth.make_admin()
