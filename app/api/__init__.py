@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import Flask
-from flask_smorest import Api
 
 from app.api import auth, me, meta, users
+from app.api.base import Api
 
 BLUEPRINTS = (auth.blp, me.blp, users.blp, meta.blp)
 API_DESCRIPTION = (

@@ -19,7 +19,6 @@ from app.schemas.auth import (
     TokenResponseSchema,
     ValidateResponseSchema,
 )
-from app.schemas.common import ProblemSchema
 from app.services import accounts, tokens
 
 blp = Blueprint("auth", __name__, description="Accounts and tokens")
@@ -28,7 +27,7 @@ blp = Blueprint("auth", __name__, description="Accounts and tokens")
 @blp.route("/signup", methods=["POST"])
 @blp.arguments(SignupRequestSchema)
 @blp.response(201, SignupResponseSchema)
-@blp.alt_response(409, schema=ProblemSchema, description="email_taken or username_taken")
+@blp.problem(409, "email_taken or username_taken")
 def signup(args):
     """Create an account (role `user`) and sign it in."""
     user, pair = accounts.signup(**args, **client_info())
@@ -38,8 +37,8 @@ def signup(args):
 @blp.route("/login", methods=["POST"])
 @blp.arguments(LoginRequestSchema)
 @blp.response(200, LoginResponseSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="invalid_credentials")
-@blp.alt_response(403, schema=ProblemSchema, description="account_disabled")
+@blp.problem(401, "invalid_credentials")
+@blp.problem(403, "account_disabled")
 def login(args):
     """Sign in with email or username and password; opens a new session."""
     user, pair = accounts.login(**args, **client_info())
@@ -49,7 +48,7 @@ def login(args):
 @blp.route("/refresh", methods=["POST"])
 @blp.arguments(RefreshRequestSchema)
 @blp.response(200, RefreshResponseSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="Invalid token, or token_reused")
+@blp.problem(401, "Invalid token, or token_reused")
 @blp.doc(security=BEARER_SECURITY + [{}])
 def refresh(args):
     """Spend a refresh token for a new pair. A spent token presented again revokes its session."""
@@ -59,7 +58,7 @@ def refresh(args):
 @blp.route("/logout", methods=["POST"])
 @blp.arguments(LogoutRequestSchema)
 @blp.response(200, LogoutResponseSchema)
-@blp.alt_response(401, schema=ProblemSchema)
+@blp.problem(401)
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def logout(args):
@@ -71,7 +70,7 @@ def logout(args):
 @blp.route("/checkToken", methods=["POST"])
 @blp.arguments(CheckTokenRequestSchema)
 @blp.response(200, TokenResponseSchema)
-@blp.alt_response(503, schema=ProblemSchema, description="Validity cannot be established now")
+@blp.problem(503, "Validity cannot be established now")
 def check_token(args):
     """Tell a service whether an access token is valid, and whose it is."""
     return tokens.check_token(token_argument(args, "token"))
@@ -87,7 +86,7 @@ def check_token(args):
         "X-User-Roles": {"description": "comma-separated", "schema": {"type": "string"}},
     },
 )
-@blp.alt_response(401, schema=ProblemSchema)
+@blp.problem(401)
 @blp.doc(security=BEARER_SECURITY)
 def validate():
     """For gateways (nginx auth_request, Traefik ForwardAuth): 200 with X-User-* headers, or 401."""

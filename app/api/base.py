@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from functools import wraps
+from http import HTTPStatus
 from typing import Any
 
 import flask_smorest
 from flask import g, request
 from flask_login import current_user, login_required
+from flask_smorest.utils import prepare_response
 from webargs.flaskparser import FlaskParser
 
-from app.errors import BadRequest, Forbidden, InvalidJSON, TokenError, ValidationFailed
+from app.errors import PROBLEM_MIMETYPE, BadRequest, Forbidden, InvalidJSON, TokenError, ValidationFailed
 from app.extensions import db, login_manager
 from app.models import User
+from app.schemas.common import ProblemSchema
 from app.services import tokens
 
 BEARER_SECURITY = [{"bearerAuth": []}]
@@ -42,6 +45,32 @@ class Blueprint(flask_smorest.Blueprint):
     """A flask-smorest blueprint with the service's parser."""
 
     ARGUMENTS_PARSER = Parser()
+
+    def problem(self, status: int, description: str | None = None):
+        """Document an error response: a problem+json document, `description` naming its codes."""
+        return self.alt_response(
+            status,
+            schema=ProblemSchema,
+            description=description or HTTPStatus(status).phrase,
+            content_type=PROBLEM_MIMETYPE,
+        )
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest's Api whose documented errors are problem+json documents."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self):
+        """Register the shared error responses with the problem+json media type."""
+        for status in HTTPStatus:
+            if status >= 400:
+                response = {"description": status.phrase, "schema": self.ERROR_SCHEMA}
+                prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+                self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
 
 def has_body() -> bool:

@@ -6,7 +6,7 @@ from flask import g
 from flask_login import current_user
 
 from app.api.base import BEARER_SECURITY, Blueprint, caller, login_required
-from app.schemas.common import MessageResponseSchema, ProblemSchema, UserResponseSchema
+from app.schemas.common import MessageResponseSchema, UserResponseSchema
 from app.schemas.me import DeleteMeSchema, PasswordChangeSchema, SessionListSchema, UserUpdateMeSchema
 from app.services import accounts
 
@@ -15,7 +15,7 @@ blp = Blueprint("me", __name__, description="The signed-in user's own account")
 
 @blp.route("/me", methods=["GET"])
 @blp.response(200, UserResponseSchema)
-@blp.alt_response(401, schema=ProblemSchema)
+@blp.problem(401)
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def get_me():
@@ -26,7 +26,7 @@ def get_me():
 @blp.route("/me", methods=["PATCH"])
 @blp.arguments(UserUpdateMeSchema)
 @blp.response(200, UserResponseSchema)
-@blp.alt_response(409, schema=ProblemSchema, description="email_taken or username_taken")
+@blp.problem(409, "email_taken or username_taken")
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def update_me(args):
@@ -37,8 +37,8 @@ def update_me(args):
 @blp.route("/me", methods=["DELETE"])
 @blp.arguments(DeleteMeSchema)
 @blp.response(200, MessageResponseSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="invalid_credentials: wrong password")
-@blp.alt_response(409, schema=ProblemSchema, description="last_admin")
+@blp.problem(401, "invalid_credentials: wrong password")
+@blp.problem(409, "last_admin")
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def delete_me(args):
@@ -50,7 +50,7 @@ def delete_me(args):
 @blp.route("/me/password", methods=["POST"])
 @blp.arguments(PasswordChangeSchema)
 @blp.response(200, MessageResponseSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="invalid_credentials: wrong current password")
+@blp.problem(401, "invalid_credentials: wrong current password")
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def change_password(args):
@@ -70,7 +70,7 @@ def list_sessions():
 
 @blp.route("/me/sessions/<session_id>", methods=["DELETE"])
 @blp.response(200, MessageResponseSchema)
-@blp.alt_response(404, schema=ProblemSchema)
+@blp.problem(404)
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def revoke_session(session_id):

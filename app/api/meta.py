@@ -21,7 +21,7 @@ def liveness():
 
 @blp.route("/ready", methods=["GET"])
 @blp.response(200, HealthSchema)
-@blp.alt_response(503, description="The database is unreachable or its schema is not at the latest migration")
+@blp.problem(503, "The database is unreachable or its schema is not at the latest migration")
 def readiness():
     """200 when the database answers and its schema is at the latest migration; 503 otherwise."""
     problem = health.readiness_problem(current_app.extensions["migrate"].directory)

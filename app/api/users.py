@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.api.base import BEARER_SECURITY, Blueprint, admin_required, caller, login_required
-from app.schemas.common import MessageResponseSchema, ProblemSchema, UserResponseSchema
+from app.schemas.common import MessageResponseSchema, UserResponseSchema
 from app.schemas.users import UserCreateSchema, UserListQuerySchema, UserListSchema, UserUpdateSchema
 from app.services import users
 
@@ -13,7 +13,7 @@ blp = Blueprint("users", __name__, description="User management")
 @blp.route("/users", methods=["GET"])
 @blp.arguments(UserListQuerySchema, location="query")
 @blp.response(200, UserListSchema)
-@blp.alt_response(403, schema=ProblemSchema)
+@blp.problem(403)
 @blp.doc(security=BEARER_SECURITY)
 @admin_required
 def list_users(args):
@@ -25,7 +25,7 @@ def list_users(args):
 @blp.route("/users", methods=["POST"])
 @blp.arguments(UserCreateSchema)
 @blp.response(201, UserResponseSchema)
-@blp.alt_response(409, schema=ProblemSchema, description="email_taken or username_taken")
+@blp.problem(409, "email_taken or username_taken")
 @blp.doc(security=BEARER_SECURITY)
 @admin_required
 def create_user(args):
@@ -36,7 +36,7 @@ def create_user(args):
 
 @blp.route("/users/<user_id>", methods=["GET"])
 @blp.response(200, UserResponseSchema)
-@blp.alt_response(404, schema=ProblemSchema)
+@blp.problem(404)
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def get_user(user_id):
@@ -47,7 +47,7 @@ def get_user(user_id):
 @blp.route("/users/<user_id>", methods=["PATCH"])
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserResponseSchema)
-@blp.alt_response(409, schema=ProblemSchema, description="email_taken, username_taken or last_admin")
+@blp.problem(409, "email_taken, username_taken or last_admin")
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def update_user(args, user_id):
@@ -57,7 +57,7 @@ def update_user(args, user_id):
 
 @blp.route("/users/<user_id>", methods=["DELETE"])
 @blp.response(200, MessageResponseSchema)
-@blp.alt_response(409, schema=ProblemSchema, description="last_admin")
+@blp.problem(409, "last_admin")
 @blp.doc(security=BEARER_SECURITY)
 @login_required
 def delete_user(user_id):
