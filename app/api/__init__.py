@@ -8,10 +8,23 @@ from app.api import auth, me, meta, users
 from app.api.base import Api
 
 BLUEPRINTS = (auth.blp, me.blp, users.blp, meta.blp)
-API_DESCRIPTION = (
-    "Accounts and JWTs. Errors are RFC 9457 problem documents (application/problem+json) "
-    "with a stable `code`. Access tokens travel as `Authorization: Bearer <token>`."
-)
+API_DESCRIPTION = """Accounts and JWTs.
+
+* Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;
+  validation failures add `errors: {field: [messages]}`. Unknown body fields are rejected (400).
+* Access tokens travel as `Authorization: Bearer <token>`. Token responses are `Cache-Control: no-store`.
+* A token is valid when its HS256 signature verifies, it carries exp, iat, nbf, jti, sub, type, iss
+  and sid, it is within its lifetime (small leeway), has the right type, its jti and session are not
+  revoked, and its user exists, is active and was not reset or deactivated after it was issued.
+  `/checkToken` reasons: expired, revoked (also for a deleted user), invalid, wrong_type, user_inactive.
+  If the database cannot be reached the answer is 503, never valid.
+* Refresh tokens rotate on every use; a spent one presented again revokes its session (401 token_reused).
+* `POST /me/password` revokes every other session; the caller's session stays signed in.
+  An admin password reset or a deactivation voids every token of the account.
+* A wrong password on `POST /me/password` or `DELETE /me` is 401 invalid_credentials.
+* A user editing their own record via `PATCH /users/{id}` with role, is_active or password gets 403.
+* User and session ids are UUIDs; a malformed id is a 404 like an unknown one.
+"""
 
 
 def register_blueprints(app: Flask) -> None:
