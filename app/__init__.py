@@ -70,7 +70,10 @@ def _migrations_dir():
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """Enforce foreign keys and let readers proceed during writes."""
+    """Enforce foreign keys, let readers proceed during writes, and lower-case beyond ASCII."""
+    # SQLite's own lower() only folds ASCII; searches must match "Åström" with "åström" as
+    # PostgreSQL and MariaDB do.
+    dbapi_connection.create_function("lower", 1, lambda text: text.lower() if isinstance(text, str) else text)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")

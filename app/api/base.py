@@ -10,6 +10,7 @@ import flask_smorest
 from flask import g, request
 from flask_login import current_user, login_required
 from flask_smorest.utils import prepare_response
+from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 
 from app.errors import PROBLEM_MIMETYPE, BadRequest, Forbidden, InvalidJSON, TokenError, ValidationFailed
@@ -26,6 +27,8 @@ class Parser(FlaskParser):
     """webargs parser whose failures are the service's own errors (400, never 422)."""
 
     DEFAULT_VALIDATION_STATUS = 400
+    # Unknown fields are rejected everywhere, query strings included (API.md: never silently ignored).
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):
         """Field errors become ValidationFailed with `errors` keyed by field."""

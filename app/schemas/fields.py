@@ -77,5 +77,8 @@ class Password(fields.String):
 class StrictBoolean(fields.Boolean):
     """A JSON boolean: true or false, not "yes" or 1."""
 
-    truthy = {True}
-    falsy = {False}
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Only real booleans (1 == True in Python, so a set lookup is not enough)."""
+        if not isinstance(value, bool):
+            raise ValidationError("Must be true or false.")
+        return value

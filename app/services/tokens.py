@@ -164,10 +164,10 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
     row = db.session.execute(_state_query(user_id, sid, claims["jti"])).first()
     if row is None:
         raise InvalidToken("revoked")  # the user was deleted, and every token with them
+    if not row.is_active:
+        raise InvalidToken("user_inactive")  # before the session: deactivation revokes those too
     if row.jti_revoked or row.session_id is None or row.revoked_at is not None:
         raise InvalidToken("revoked")
-    if not row.is_active:
-        raise InvalidToken("user_inactive")
     cutoff = row.tokens_valid_after
     if cutoff is not None and claims["iat"] < _as_utc(cutoff).timestamp():
         raise InvalidToken("revoked")  # password reset or deactivation after issue
