@@ -128,6 +128,7 @@ class BaseConfig:
         self.CORS_ORIGINS = _list(env, "CORS_ORIGINS")
         self.URL_PREFIX = _url_prefix(env)
         self.REDIS_URL = _text(env, "REDIS_URL")
+        self.TRUSTED_PROXIES = _list(env, "TRUSTED_PROXIES")
         self.MAX_CONTENT_LENGTH = _int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024)
 
         self.PASSWORD_MIN_LENGTH = _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=8, maximum=64)
@@ -173,6 +174,12 @@ class BaseConfig:
 
     def validate(self) -> None:
         """Refuse settings that cannot work in any environment."""
+        from app.proxy import parse_networks
+
+        try:
+            parse_networks(self.TRUSTED_PROXIES)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if len(self.JWT_SECRET_KEY.encode()) < 32 and self.APP_ENV != "testing":
             # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
             raise ConfigError("JWT_SECRET_KEY must be at least 32 bytes long")

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, request
 from sqlalchemy import event
 
+from app.proxy import TrustedProxyMiddleware, parse_networks
 from config import BaseConfig, get_config
 
 
@@ -16,6 +17,10 @@ def create_app(config: BaseConfig | Mapping[str, Any] | None = None) -> Flask:
     settings = _resolve_config(config)
     app = Flask(__name__, instance_path=str(settings.INSTANCE_DIR))
     app.config.from_mapping(settings.as_dict())
+    # RFC 8259 JSON is UTF-8; say so for clients that guess otherwise.
+    app.json.mimetype = "application/json; charset=utf-8"
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"]))
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)

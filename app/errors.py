@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 PROBLEM_MIMETYPE = "application/problem+json"
+PROBLEM_CONTENT_TYPE = "application/problem+json; charset=utf-8"
 RETRY_AFTER_SECONDS = "5"
 
 
@@ -220,7 +221,7 @@ def problem(
         body["errors"] = errors
     if status >= 500:
         body["request_id"] = request_id()
-    response = current_app.response_class(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    response = current_app.response_class(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

@@ -78,8 +78,11 @@ def app(base_app):
 
 
 @pytest.fixture
-def make_app(database_url):
-    """Build another app on the same database with other settings (URL_PREFIX, lifetimes, …)."""
+def make_app(app, database_url):
+    """Build another app on the same database with other settings (URL_PREFIX, lifetimes, …).
+
+    It depends on `app` so the tables are emptied after the test as for every other test.
+    """
     made = []
 
     def build(**overrides):

@@ -1,0 +1,70 @@
+"""Trust X-Forwarded-For/-Proto only from the proxies named in TRUSTED_PROXIES.
+
+Werkzeug's ProxyFix trusts a fixed number of hops from whoever connects; here the peer must be
+one of the configured addresses or networks, so a client cannot spoof its address or the
+scheme by sending the headers itself (ASVS 4.0 1.14.x / OWASP: never trust client headers).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Iterable[str]) -> list[IPNetwork]:
+    """Parse addresses and CIDR networks; raise ValueError naming a bad entry."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"TRUSTED_PROXIES: {entry!r} is not an IP address or network") from None
+    return networks
+
+
+def _trusted(address: str | None, networks: list[IPNetwork]) -> bool:
+    """Whether `address` lies in one of the trusted networks."""
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, networks: list[IPNetwork]) -> str | None:
+    """The client's address: walk X-Forwarded-For from the right while the hop is a trusted proxy."""
+    if not networks or not _trusted(peer, networks) or not forwarded_for:
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    address = peer
+    while hops:
+        address = hops.pop()
+        if not _trusted(address, networks):
+            break
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return peer
+
+
+class TrustedProxyMiddleware:
+    """WSGI middleware rewriting REMOTE_ADDR and the URL scheme for requests from trusted proxies."""
+
+    def __init__(self, wsgi_app, networks: list[IPNetwork]) -> None:
+        """Wrap `wsgi_app`."""
+        self.wsgi_app = wsgi_app
+        self.networks = networks
+
+    def __call__(self, environ, start_response):
+        """Rewrite the environ when the peer is trusted, then call the app."""
+        peer = environ.get("REMOTE_ADDR")
+        if self.networks and _trusted(peer, self.networks):
+            environ["REMOTE_ADDR"] = client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), self.networks)
+            proto = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[-1].strip().lower()
+            if proto in ("http", "https"):
+                environ["wsgi.url_scheme"] = proto
+        return self.wsgi_app(environ, start_response)
