@@ -7,8 +7,10 @@ is not current argon2id is flagged for an upgrade on the next successful login.
 
 from __future__ import annotations
 
+import gzip
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -18,6 +20,15 @@ from werkzeug.security import check_password_hash
 from app.errors import ValidationFailed
 
 WERKZEUG_PREFIXES = ("pbkdf2:", "scrypt:")
+COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt.gz"
+MIN_IDENTIFIER_PART = 4  # shorter local parts ("al", "bob") would refuse too many good passwords
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords (app/data/README.md says where it comes from)."""
+    with gzip.open(COMMON_PASSWORDS_FILE, "rt", encoding="utf-8") as handle:
+        return frozenset(line.strip() for line in handle if line.strip())
 
 
 @lru_cache(maxsize=8)
@@ -70,7 +81,11 @@ def burn_verification(password: str) -> None:
 def check_policy(
     password: str, *, field: str = "password", email: str | None = None, username: str | None = None
 ) -> None:
-    """Enforce the password policy on a new password; raise ValidationFailed naming the reason."""
+    """Enforce the password policy on a new password; raise ValidationFailed naming each reason.
+
+    NIST 800-63B 5.1.1.2 / ASVS 2.1: a length range, no composition rules, and no password
+    from a list of common ones or built on the account's own identifiers.
+    """
     config = current_app.config
     normalized = normalize(password)
     problems: list[str] = []
@@ -78,5 +93,12 @@ def check_policy(
         problems.append(f"Must be at least {config['PASSWORD_MIN_LENGTH']} characters long.")
     if len(normalized) > config["PASSWORD_MAX_LENGTH"]:
         problems.append(f"Must be at most {config['PASSWORD_MAX_LENGTH']} characters long.")
+    folded = normalized.casefold()
+    if folded in common_passwords() or folded.strip() in common_passwords():
+        problems.append("Is one of the most common passwords; choose another.")
+    for label, identifier in (("email address", (email or "").split("@")[0]), ("username", username or "")):
+        part = normalize(identifier).casefold()
+        if len(part) >= MIN_IDENTIFIER_PART and part in folded:
+            problems.append(f"Must not contain your {label}.")
     if problems:
         raise ValidationFailed(errors={field: problems})
