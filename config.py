@@ -60,6 +60,19 @@ def _int(environ: Mapping[str, Any], name: str, default: int, *, minimum: int = 
     return value
 
 
+def _bool(environ: Mapping[str, Any], name: str, default: bool) -> bool:
+    """Read a true/false variable, or stop start-up with a clear message."""
+    raw = _text(environ, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _list(environ: Mapping[str, Any], name: str) -> list[str]:
     """Read a comma-separated list variable."""
     raw = _text(environ, name) or ""
@@ -129,6 +142,21 @@ class BaseConfig:
         self.URL_PREFIX = _url_prefix(env)
         self.REDIS_URL = _text(env, "REDIS_URL")
         self.TRUSTED_PROXIES = _list(env, "TRUSTED_PROXIES")
+        # Per-IP limits (limits' notation, ';' between several); see app/ratelimit.py.
+        self.RATELIMIT_ENABLED = _bool(env, "RATELIMIT_ENABLED", True)
+        self.RATELIMIT_KEY_PREFIX = _text(env, "RATELIMIT_KEY_PREFIX", "auth")
+        self.RATELIMIT_LOGIN = _text(env, "RATELIMIT_LOGIN", "300/minute")
+        self.RATELIMIT_LOGIN_FAILURES = _text(env, "RATELIMIT_LOGIN_FAILURES", "30/minute;300/hour")
+        self.RATELIMIT_SIGNUP = _text(env, "RATELIMIT_SIGNUP", "120/minute;2000/hour")
+        self.RATELIMIT_SIGNUP_FAILURES = _text(env, "RATELIMIT_SIGNUP_FAILURES", "30/minute;300/hour")
+        self.RATELIMIT_REFRESH = _text(env, "RATELIMIT_REFRESH", "300/minute")
+        self.RATELIMIT_REFRESH_FAILURES = _text(env, "RATELIMIT_REFRESH_FAILURES", "60/minute")
+        self.RATELIMIT_CHECKTOKEN = _text(env, "RATELIMIT_CHECKTOKEN", "100000/minute")
+        # Per-account login throttling; see app/services/throttle.py.
+        self.LOGIN_THROTTLE_ENABLED = _bool(env, "LOGIN_THROTTLE_ENABLED", True)
+        self.LOGIN_FREE_FAILURES = _int(env, "LOGIN_FREE_FAILURES", 10, minimum=1, maximum=50)
+        self.LOGIN_MAX_DELAY = _int(env, "LOGIN_MAX_DELAY", 900, minimum=1, maximum=86400)
+        self.LOGIN_FAILURE_WINDOW = _int(env, "LOGIN_FAILURE_WINDOW", 86400, minimum=60)
         self.MAX_CONTENT_LENGTH = _int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024)
 
         self.PASSWORD_MIN_LENGTH = _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=8, maximum=64)
@@ -206,6 +234,9 @@ class TestingConfig(BaseConfig):
         env.setdefault("JWT_SECRET_KEY", secrets.token_urlsafe(48))
         env.setdefault("ARGON2_TIME_COST", "1")
         env.setdefault("ARGON2_MEMORY_COST", "64")
+        # The suite sends everything from one address; the throttling tests turn these back on.
+        env.setdefault("RATELIMIT_ENABLED", "false")
+        env.setdefault("LOGIN_THROTTLE_ENABLED", "false")
         super().__init__(env)
 
     def _database_url(self, env: Mapping[str, Any]) -> str:

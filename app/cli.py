@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
@@ -30,6 +31,7 @@ def _fail(message: str) -> None:
 
 
 @click.command("create-admin")
+@with_appcontext
 @click.option("--email", required=True, help="The admin's email address.")
 @click.option("--password", default=None, help="The password; prompted for (hidden) when omitted.")
 @click.option("--name", default=None, help="Display name (default: the email's local part).")
@@ -52,6 +54,7 @@ def create_admin(email: str, password: str | None, name: str | None) -> None:
 
 
 @click.command("purge-tokens")
+@with_appcontext
 def purge_tokens() -> None:
     """Delete revocation records and sessions whose tokens have expired anyway."""
     revoked, sessions = tokens.purge_expired()

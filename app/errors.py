@@ -240,7 +240,8 @@ def handle_http_exception(error: HTTPException) -> Response:
     if status == 405 and valid_methods:
         headers["Allow"] = ", ".join(valid_methods)
     if status == 429:
-        headers["Retry-After"] = str(getattr(error, "retry_after", None) or 60)
+        # Flask-Limiter raises the limit's own Retry-After to when its window resets.
+        headers["Retry-After"] = "1"
     detail = error.description if status < 500 else "The server could not complete the request."
     return problem(status, HTTP_CODES.get(status, "http_error"), detail, headers=headers)
 

@@ -66,7 +66,9 @@ class LoginResponseSchema(TokenPairSchema):
 class RefreshRequestSchema(Schema):
     """POST /refresh: the refresh token here or as the Bearer credential."""
 
-    refresh_token = fields.String(validate=lambda s: 0 < len(s) <= 8192)
+    refresh_token = fields.String(
+        validate=lambda s: len(s) <= 8192, metadata={"description": "Empty counts as missing"}
+    )
 
 
 class RefreshResponseSchema(TokenPairSchema):
@@ -92,7 +94,7 @@ class LogoutResponseSchema(Schema):
 class CheckTokenRequestSchema(Schema):
     """POST /checkToken: the token here or as the Bearer credential."""
 
-    token = fields.String(validate=lambda s: 0 < len(s) <= 8192)
+    token = fields.String(validate=lambda s: len(s) <= 8192, metadata={"description": "Empty counts as missing"})
 
 
 class TokenResponseSchema(Schema):

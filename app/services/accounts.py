@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.errors import AccountDisabled, InvalidCredentials, NotFound
 from app.extensions import db
 from app.models import Session, User, utcnow
-from app.services import passwords, tokens, users
+from app.services import passwords, throttle, tokens, users
 
 
 def signup(
@@ -46,18 +46,23 @@ def login(
     user_agent: str | None = None,
     ip: str | None = None,
 ) -> tuple[User, tokens.TokenPair]:
-    """Check credentials and open a session. Raises InvalidCredentials, AccountDisabled.
+    """Check credentials and open a session. Raises InvalidCredentials, AccountDisabled, TooManyAttempts.
 
     An unknown account costs one hash verification too, and both failures give the same
     error, so neither the answer nor its timing tells whether the account exists (ASVS 2.2.x).
     """
     user = find_by_identifier(email=email, username=username)
+    subject = f"user:{user.id}" if user is not None else f"identifier:{email or username.lower()}"
+    throttle.ensure_allowed(subject)
     if user is None:
         passwords.burn_verification(password)
+        throttle.record_failure(subject)
         raise InvalidCredentials()
     matches, needs_rehash = passwords.verify_password(user.password_hash, password)
     if not matches:
+        throttle.record_failure(subject)
         raise InvalidCredentials()
+    throttle.record_success(subject)
     if not user.is_active:
         raise AccountDisabled()
     if needs_rehash:

@@ -57,7 +57,9 @@ def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
     """Check a password against a stored hash; return (matches, needs_rehash)."""
     candidate = normalize(password)
     if stored_hash.startswith(WERKZEUG_PREFIXES):
-        return check_password_hash(stored_hash, candidate), True
+        # Hashed by another service without normalization: the raw form is what was hashed.
+        matches = check_password_hash(stored_hash, password) or check_password_hash(stored_hash, candidate)
+        return matches, True
     try:
         hasher().verify(stored_hash, candidate)
     except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -1,0 +1,73 @@
+"""With REDIS_URL, rate limits and the account throttle are shared by every gunicorn worker."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+
+import pytest
+import redis
+
+from tests.databases import IN_CI
+from tests.e2e.server import running_server
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def redis_client():
+    """The machine's Redis; required under CI=true."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if IN_CI:
+            pytest.fail(f"CI=true and Redis at {REDIS_URL} is unreachable: {error}")
+        pytest.skip(f"Redis unreachable: {error}")
+    yield client
+    client.close()
+
+
+def test_limits_are_shared_by_two_workers(tmp_path, redis_client):
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    with running_server(
+        tmp_path,
+        "sqlite",
+        tls=False,
+        workers=2,
+        extra_args=("--access-logformat", "pid=%(p)s %(U)s %(s)s"),
+        REDIS_URL=REDIS_URL,
+        RATELIMIT_KEY_PREFIX=prefix,
+        RATELIMIT_LOGIN_FAILURES="5/minute",
+        LOGIN_FREE_FAILURES="3",
+    ) as server:
+        # Per-IP failure budget: 5 across the workers, whichever serves each connection.
+        statuses = [
+            server.call("POST", "/login", {"email": f"n{i}@example.com", "password": "wrong password"})[0]
+            for i in range(16)
+        ]
+        assert Counter(statuses) == {401: 5, 429: 11}, statuses
+        log = server.log_path.read_text()
+        pids = set(re.findall(r"pid=<?(\d+)>? /login", log))
+        assert len(pids) == 2, f"one worker served everything; the test proves nothing: {pids}"
+        assert any(prefix in key.decode() for key in redis_client.scan_iter(f"*{prefix}*"))
+    for key in redis_client.scan_iter(f"*{prefix}*"):
+        redis_client.delete(key)
+
+
+def test_account_throttle_is_shared_by_two_workers(tmp_path, redis_client):
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    with running_server(
+        tmp_path, "sqlite", tls=False, workers=2, REDIS_URL=REDIS_URL, RATELIMIT_KEY_PREFIX=prefix,
+        LOGIN_FREE_FAILURES="3",
+    ) as server:  # fmt: skip
+        attempts = [
+            server.call("POST", "/login", {"email": "one@example.com", "password": "wrong password"}) for _ in range(5)
+        ]
+        assert [status for status, _, _ in attempts] == [401, 401, 401, 429, 429]
+        assert attempts[3][2]["code"] == "too_many_attempts"
+        assert int(attempts[3][1]["Retry-After"]) >= 1
+    for key in redis_client.scan_iter(f"*{prefix}*"):
+        redis_client.delete(key)

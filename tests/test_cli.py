@@ -1,0 +1,262 @@
+"""The flask commands: create-admin and purge-tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import RevokedToken, Session, User
+from tests.conftest import PASSWORD, bearer
+
+ADMIN_PASSWORD = "a long admin passphrase"
+
+
+def find_user(app, email: str) -> User | None:
+    """The user row with this email, detached from any session."""
+    with app.app_context():
+        user = db.session.scalars(select(User).where(User.email == email)).first()
+        if user is not None:
+            db.session.expunge(user)
+        return user
+
+
+def invoke(app, runner, *args: str, input: str | None = None):
+    """Run a command through the app's CLI (the commands push their own app context)."""
+    return runner.invoke(args=list(args), input=input)
+
+
+def login(client, email: str, password: str):
+    """POST /login."""
+    return client.post("/login", json={"email": email, "password": password})
+
+
+@pytest.mark.parametrize(
+    "args", [["purge-tokens"], ["create-admin", "--email", "root@example.com", "--password", ADMIN_PASSWORD]]
+)
+def test_command_runs_through_app_cli_runner(runner, args):
+    result = runner.invoke(args=args)
+    assert result.exit_code == 0, result.output
+
+
+# --- create-admin ----------------------------------------------------------------------------
+
+
+def test_create_admin_creates_admin_who_can_log_in(app, client, runner):
+    result = invoke(app, runner, "create-admin", "--email", "root@example.com", "--password", ADMIN_PASSWORD)
+    assert result.exit_code == 0, result.output
+    assert "root@example.com" in result.output
+    user = find_user(app, "root@example.com")
+    assert user is not None
+    assert user.role == "admin"
+    assert user.is_active is True
+    assert user.password_hash.startswith("$argon2id$")
+    response = login(client, "root@example.com", ADMIN_PASSWORD)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["user"]["role"] == "admin"
+    assert client.get("/users", headers=bearer(body["access_token"])).status_code == 200
+
+
+def test_create_admin_normalizes_email_and_uses_name(app, client, runner):
+    result = invoke(
+        app, runner, "create-admin", "--email", " Root@Example.COM ", "--password", ADMIN_PASSWORD, "--name", "Root"
+    )
+    assert result.exit_code == 0, result.output
+    user = find_user(app, "root@example.com")
+    assert user is not None and user.name == "Root"
+    assert login(client, "ROOT@example.com", ADMIN_PASSWORD).status_code == 200
+
+
+def test_create_admin_promotes_existing_user_without_password(app, client, runner, user):
+    email = user["user"]["email"]
+    result = invoke(app, runner, "create-admin", "--email", email, input="")
+    assert result.exit_code == 0, result.output
+    assert "Password" not in result.output  # no prompt for an existing account
+    assert find_user(app, email).role == "admin"
+    response = login(client, email, PASSWORD)  # the password is unchanged
+    assert response.status_code == 200
+    assert response.get_json()["user"]["role"] == "admin"
+    assert client.get("/users", headers=bearer(response.get_json()["access_token"])).status_code == 200
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(User)) == 1
+
+
+def test_create_admin_promotes_and_reactivates_disabled_user(app, client, runner, user):
+    email = user["user"]["email"]
+    with app.app_context():
+        db.session.get(User, uuid.UUID(user["user_id"])).is_active = False
+        db.session.commit()
+    result = invoke(app, runner, "create-admin", "--email", email)
+    assert result.exit_code == 0, result.output
+    assert find_user(app, email).is_active is True
+    assert login(client, email, PASSWORD).status_code == 200
+
+
+def test_create_admin_promote_with_password_sets_it(app, client, runner, user):
+    email = user["user"]["email"]
+    result = invoke(app, runner, "create-admin", "--email", email, "--password", ADMIN_PASSWORD)
+    assert result.exit_code == 0, result.output
+    assert login(client, email, ADMIN_PASSWORD).status_code == 200
+    assert login(client, email, PASSWORD).status_code == 401
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "root@", "@example.com", "root example@x.com", ""])
+def test_create_admin_invalid_email_fails(app, runner, email):
+    result = invoke(app, runner, "create-admin", "--email", email, "--password", ADMIN_PASSWORD)
+    assert result.exit_code != 0
+    assert "email" in result.output.lower()
+    assert "Traceback" not in result.output
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(User)) == 0
+
+
+@pytest.mark.parametrize("password", ["short", "1234567"])
+def test_create_admin_short_password_fails_with_reason(app, runner, password):
+    result = invoke(app, runner, "create-admin", "--email", "root@example.com", "--password", password)
+    assert result.exit_code != 0
+    assert "password" in result.output.lower()
+    assert str(app.config["PASSWORD_MIN_LENGTH"]) in result.output
+    assert find_user(app, "root@example.com") is None
+
+
+def test_create_admin_overlong_password_fails(app, runner):
+    password = "p" * (app.config["PASSWORD_MAX_LENGTH"] + 1)
+    result = invoke(app, runner, "create-admin", "--email", "root@example.com", "--password", password)
+    assert result.exit_code != 0
+    assert "password" in result.output.lower()
+    assert find_user(app, "root@example.com") is None
+
+
+def test_create_admin_without_email_fails(app, runner):
+    result = invoke(app, runner, "create-admin", "--password", ADMIN_PASSWORD)
+    assert result.exit_code != 0
+    assert "--email" in result.output
+
+
+def test_create_admin_prompts_for_password_of_new_account(app, client, runner):
+    result = invoke(
+        app, runner, "create-admin", "--email", "root@example.com", input=f"{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "Password" in result.output
+    assert ADMIN_PASSWORD not in result.output  # hidden input is not echoed
+    assert find_user(app, "root@example.com").role == "admin"
+    assert login(client, "root@example.com", ADMIN_PASSWORD).status_code == 200
+
+
+def test_create_admin_prompt_mismatch_asks_again(app, client, runner):
+    result = invoke(
+        app,
+        runner,
+        "create-admin",
+        "--email",
+        "root@example.com",
+        input=f"{ADMIN_PASSWORD}\nsomething else entirely\n{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert login(client, "root@example.com", ADMIN_PASSWORD).status_code == 200
+
+
+def test_create_admin_prompted_short_password_fails(app, runner):
+    result = invoke(app, runner, "create-admin", "--email", "root@example.com", input="pw\npw\n")
+    assert result.exit_code != 0
+    assert "password" in result.output.lower()
+    assert "Traceback" not in result.output
+    assert find_user(app, "root@example.com") is None
+
+
+# --- purge-tokens ----------------------------------------------------------------------------
+
+
+def test_purge_tokens_deletes_only_expired_records(app, runner, user):
+    now = datetime.now(UTC)
+    user_id = uuid.UUID(user["user_id"])
+    with app.app_context():
+        db.session.add_all(
+            [
+                RevokedToken(
+                    jti="expired-1", token_type="access", user_id=user_id, expires_at=now - timedelta(hours=1)
+                ),
+                RevokedToken(jti="expired-2", token_type="refresh", user_id=None, expires_at=now - timedelta(days=40)),
+                RevokedToken(jti="live-1", token_type="access", user_id=user_id, expires_at=now + timedelta(minutes=5)),
+                Session(
+                    id=uuid.uuid4(),
+                    user_id=user_id,
+                    refresh_jti=str(uuid.uuid4()),
+                    expires_at=now - timedelta(minutes=1),
+                ),
+                Session(
+                    id=uuid.uuid4(),
+                    user_id=user_id,
+                    refresh_jti=str(uuid.uuid4()),
+                    expires_at=now - timedelta(days=1),
+                    revoked_at=now - timedelta(days=2),
+                ),
+                Session(
+                    id=uuid.uuid4(),
+                    user_id=user_id,
+                    refresh_jti=str(uuid.uuid4()),
+                    expires_at=now + timedelta(days=1),
+                    revoked_at=now - timedelta(hours=1),
+                ),
+            ]
+        )
+        db.session.commit()
+        live_sessions = set(
+            db.session.scalars(select(Session.id).where(Session.expires_at > now)).all()
+        )  # the signup session and the revoked-but-unexpired one
+    assert len(live_sessions) == 2
+
+    result = invoke(app, runner, "purge-tokens")
+    assert result.exit_code == 0, result.output
+
+    with app.app_context():
+        assert set(db.session.scalars(select(RevokedToken.jti)).all()) == {"live-1"}
+        assert set(db.session.scalars(select(Session.id)).all()) == live_sessions
+
+
+def test_purge_tokens_keeps_logout_records_and_token_stays_revoked(app, client, runner, user):
+    assert client.post("/logout", headers=bearer(user["access_token"])).status_code == 200
+    result = invoke(app, runner, "purge-tokens")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(RevokedToken)) == 1
+        assert db.session.scalar(select(db.func.count()).select_from(Session)) == 1
+    body = client.post("/checkToken", json={"token": user["access_token"]}).get_json()
+    assert body["valid"] is False
+    assert body["reason"] == "revoked"
+
+
+def test_purge_tokens_after_expiry_removes_logout_records(app, client, runner, user):
+    assert client.post("/logout", headers=bearer(user["access_token"])).status_code == 200
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    with app.app_context():
+        for record in db.session.scalars(select(RevokedToken)):
+            record.expires_at = past
+        for session in db.session.scalars(select(Session)):
+            session.expires_at = past
+        db.session.commit()
+    result = invoke(app, runner, "purge-tokens")
+    assert result.exit_code == 0, result.output
+    assert "1" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(RevokedToken)) == 0
+        assert db.session.scalar(select(db.func.count()).select_from(Session)) == 0
+
+
+def test_purge_tokens_on_empty_database_succeeds(app, runner):
+    result = invoke(app, runner, "purge-tokens")
+    assert result.exit_code == 0, result.output
+
+
+def test_create_admin_promote_with_short_password_changes_nothing(app, client, runner, user):
+    email = user["user"]["email"]
+    result = invoke(app, runner, "create-admin", "--email", email, "--password", "short")
+    assert result.exit_code != 0
+    assert "password" in result.output.lower()
+    assert find_user(app, email).role == "user"
+    assert login(client, email, PASSWORD).status_code == 200

@@ -1,0 +1,254 @@
+"""config.py: URL normalization, refusals at start-up, the development secret, parsing of values."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+
+import pytest
+
+import config
+from app import create_app
+from config import ConfigError, get_config, normalize_database_url
+
+STRONG_SECRET = secrets.token_urlsafe(48)
+
+
+def production_env(**overrides) -> dict[str, str]:
+    """An environment production accepts, with overrides (None removes a variable)."""
+    env = {"APP_ENV": "production", "DATABASE_URL": "postgresql://u:p@db/auth", "JWT_SECRET_KEY": STRONG_SECRET}
+    env.update(overrides)
+    return {key: value for key, value in env.items() if value is not None}
+
+
+@pytest.fixture
+def dev_env(tmp_path):
+    """A development environment whose instance folder is a temporary directory."""
+    return {"APP_ENV": "development", "INSTANCE_DIR": str(tmp_path)}
+
+
+# --- normalize_database_url ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("postgres://u:p@h:5432/db", "postgresql+psycopg2://u:p@h:5432/db"),
+        ("postgresql://u:p@h/db", "postgresql+psycopg2://u:p@h/db"),
+        ("mysql://u:p@h/db", "mysql+pymysql://u:p@h/db"),
+        ("mariadb://u:p@h/db", "mysql+pymysql://u:p@h/db"),
+        ("mariadb+pymysql://u:p@h/db", "mysql+pymysql://u:p@h/db"),
+        ("postgresql+psycopg2://u:p@h/db", "postgresql+psycopg2://u:p@h/db"),
+        ("postgresql+psycopg://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("mysql+pymysql://u:p@h/db", "mysql+pymysql://u:p@h/db"),
+        ("sqlite:///instance/auth.db", "sqlite:///instance/auth.db"),
+        ("sqlite://", "sqlite://"),
+        ("  postgres://u@h/db \n", "postgresql+psycopg2://u@h/db"),
+    ],
+)
+def test_normalize_database_url_pins_driver(given, expected):
+    assert normalize_database_url(given) == expected
+
+
+def test_production_database_url_is_normalized():
+    assert get_config(production_env(DATABASE_URL="postgres://u@h/db")).SQLALCHEMY_DATABASE_URI == (
+        "postgresql+psycopg2://u@h/db"
+    )
+
+
+# --- production refuses to start ---------------------------------------------------------------
+
+
+def test_production_with_good_settings_starts():
+    settings = get_config(production_env())
+    assert isinstance(settings, config.ProductionConfig)
+    assert settings.JWT_SECRET_KEY == STRONG_SECRET
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"DATABASE_URL": None},
+        {"DATABASE_URL": "  "},
+        {"JWT_SECRET_KEY": None},
+        {"JWT_SECRET_KEY": ""},
+        {"JWT_SECRET_KEY": "x" * 31},
+        {"JWT_SECRET_KEY": "é" * 15},  # 30 bytes, though 15 characters
+        {"JWT_SECRET_KEY": "change-me-" + "a" * 40},
+        {"JWT_SECRET_KEY": "CHANGEME" + "b" * 40},
+        {"JWT_SECRET_KEY": "your-secret-key-goes-here-0123456789"},
+        {"JWT_SECRET_KEY": "this-is-an-example-value-of-a-jwt-key"},
+    ],
+    ids=[
+        "no-database",
+        "blank-database",
+        "no-secret",
+        "empty-secret",
+        "31-bytes",
+        "30-bytes-multibyte",
+        "change-me",
+        "changeme-upper",
+        "your-",
+        "example",
+    ],
+)
+def test_production_refuses_to_start(overrides):
+    with pytest.raises(ConfigError):
+        get_config(production_env(**overrides))
+
+
+def test_production_accepts_exactly_32_bytes():
+    assert get_config(production_env(JWT_SECRET_KEY="k" * 32)).JWT_SECRET_KEY == "k" * 32
+
+
+def test_production_missing_secret_message_names_variable():
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
+        get_config(production_env(JWT_SECRET_KEY=None))
+
+
+def test_production_missing_database_message_names_variable():
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        get_config(production_env(DATABASE_URL=None))
+
+
+def test_create_app_in_production_without_secret_raises(monkeypatch):
+    monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError):
+        create_app({"APP_ENV": "production", "DATABASE_URL": "sqlite://"})
+
+
+def test_create_app_in_production_with_placeholder_raises(monkeypatch):
+    with pytest.raises(ConfigError):
+        create_app({"APP_ENV": "production", "DATABASE_URL": "sqlite://", "JWT_SECRET_KEY": "change-me-" * 5})
+
+
+# --- development secret ------------------------------------------------------------------------
+
+
+def test_development_generates_secret_in_instance_dir(tmp_path, dev_env):
+    settings = get_config(dev_env)
+    key_files = list(tmp_path.iterdir())
+    secret_files = [path for path in key_files if path.read_text().strip() == settings.JWT_SECRET_KEY]
+    assert len(secret_files) == 1
+    assert stat.S_IMODE(os.stat(secret_files[0]).st_mode) == 0o600
+    assert len(settings.JWT_SECRET_KEY.encode()) >= 32
+    assert not config.is_placeholder(settings.JWT_SECRET_KEY)
+
+
+def test_development_reuses_generated_secret(dev_env):
+    assert get_config(dev_env).JWT_SECRET_KEY == get_config(dev_env).JWT_SECRET_KEY
+
+
+def test_development_secrets_differ_between_instance_dirs(tmp_path):
+    first = get_config({"APP_ENV": "development", "INSTANCE_DIR": str(tmp_path / "a")}).JWT_SECRET_KEY
+    second = get_config({"APP_ENV": "development", "INSTANCE_DIR": str(tmp_path / "b")}).JWT_SECRET_KEY
+    assert first != second
+
+
+def test_development_given_secret_is_used_and_not_written(tmp_path, dev_env):
+    settings = get_config({**dev_env, "JWT_SECRET_KEY": STRONG_SECRET})
+    assert settings.JWT_SECRET_KEY == STRONG_SECRET
+    assert not any(path.is_file() and STRONG_SECRET in path.read_text() for path in tmp_path.iterdir())
+
+
+def test_development_default_database_is_sqlite_in_instance_dir(tmp_path, dev_env):
+    url = get_config(dev_env).SQLALCHEMY_DATABASE_URI
+    assert url.startswith("sqlite:///")
+    assert str(tmp_path) in url
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leeway", ["61", "3600", "-1"])
+def test_leeway_out_of_bounds_is_refused(dev_env, leeway):
+    with pytest.raises(ConfigError, match="JWT_LEEWAY"):
+        get_config({**dev_env, "JWT_LEEWAY": leeway})
+
+
+@pytest.mark.parametrize("leeway", ["0", "60"])
+def test_leeway_within_bounds_is_used(dev_env, leeway):
+    settings = get_config({**dev_env, "JWT_LEEWAY": leeway})
+    assert settings.JWT_LEEWAY == settings.JWT_DECODE_LEEWAY == int(leeway)
+
+
+@pytest.mark.parametrize("variable", ["JWT_ACCESS_TOKEN_EXPIRES", "JWT_REFRESH_TOKEN_EXPIRES"])
+@pytest.mark.parametrize("value", ["15m", "1.5", "abc", "0x10"])
+def test_lifetime_not_a_whole_number_is_refused(dev_env, variable, value):
+    with pytest.raises(ConfigError, match=variable):
+        get_config({**dev_env, variable: value})
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("JWT_ACCESS_TOKEN_EXPIRES", "0"), ("JWT_ACCESS_TOKEN_EXPIRES", "-5"), ("JWT_REFRESH_TOKEN_EXPIRES", "0")],
+)
+def test_lifetime_out_of_bounds_is_refused(dev_env, variable, value):
+    with pytest.raises(ConfigError, match=variable):
+        get_config({**dev_env, variable: value})
+
+
+def test_lifetimes_default_and_parse(dev_env):
+    defaults = get_config(dev_env)
+    assert defaults.JWT_ACCESS_TOKEN_EXPIRES.total_seconds() == 900
+    assert defaults.JWT_REFRESH_TOKEN_EXPIRES.total_seconds() == 2592000
+    given = get_config({**dev_env, "JWT_ACCESS_TOKEN_EXPIRES": " 60 ", "JWT_REFRESH_TOKEN_EXPIRES": "3600"})
+    assert given.JWT_ACCESS_TOKEN_EXPIRES.total_seconds() == 60
+    assert given.JWT_REFRESH_TOKEN_EXPIRES.total_seconds() == 3600
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("auth", "/auth"),
+        ("/auth", "/auth"),
+        ("/auth/", "/auth"),
+        ("auth/", "/auth"),
+        ("/api/auth/", "/api/auth"),
+        ("", ""),
+        ("/", ""),
+        ("  ", ""),
+    ],
+)
+def test_url_prefix_is_normalized(dev_env, raw, expected):
+    assert get_config({**dev_env, "URL_PREFIX": raw}).URL_PREFIX == expected
+
+
+def test_url_prefix_unset_is_empty(dev_env):
+    assert get_config(dev_env).URL_PREFIX == ""
+
+
+@pytest.mark.parametrize("name", ["staging", "prod", "test", "dev"])
+def test_unknown_app_env_is_refused(dev_env, name):
+    with pytest.raises(ConfigError, match="APP_ENV"):
+        get_config({**dev_env, "APP_ENV": name})
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("development", config.DevelopmentConfig),
+        ("Development", config.DevelopmentConfig),
+        ("testing", config.TestingConfig),
+        ("", config.DevelopmentConfig),
+    ],
+)
+def test_app_env_selects_config_class(dev_env, name, cls):
+    assert type(get_config({**dev_env, "APP_ENV": name})) is cls
+
+
+def test_only_hs256_is_accepted(dev_env):
+    settings = get_config(dev_env)
+    assert settings.JWT_ALGORITHM == "HS256"
+    assert settings.JWT_DECODE_ALGORITHMS == ["HS256"]
+
+
+def test_cors_origins_are_split_and_trimmed(dev_env):
+    settings = get_config({**dev_env, "CORS_ORIGINS": " https://a.example , https://b.example,, "})
+    assert settings.CORS_ORIGINS == ["https://a.example", "https://b.example"]
+
+
+def test_development_short_given_secret_is_refused(dev_env):
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
+        get_config({**dev_env, "JWT_SECRET_KEY": "too-short"})
