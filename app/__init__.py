@@ -113,10 +113,11 @@ SECURITY_HEADERS = {
 
 def register_hooks(app: Flask) -> None:
     """Body checks before each request; request id, caching and security headers after."""
-    from app.api.base import check_body
+    from app.api.base import check_body, remember_origin
     from app.errors import request_id
 
     app.before_request(check_body)
+    app.before_request(remember_origin)
 
     @app.after_request
     def _headers(response):

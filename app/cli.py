@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import tokens, users
+from app.services import audit, tokens, users
 
 
 class AdminInput(Schema):
@@ -59,6 +59,15 @@ def purge_tokens() -> None:
     """Delete revocation records and sessions whose tokens have expired anyway."""
     revoked, sessions = tokens.purge_expired()
     click.echo(f"Purged {revoked} revocation record(s) and {sessions} expired session(s).")
+
+
+@click.command("purge-audit")
+@click.option("--older-than", "days", type=click.IntRange(min=1), required=True, help="Age in days.")
+@with_appcontext
+def purge_audit(days: int) -> None:
+    """Delete audit events older than DAYS days."""
+    deleted = audit.purge(older_than_days=days)
+    click.echo(f"Purged {deleted} audit event(s) older than {days} day(s).")
 
 
 @click.command("dev-cert")
@@ -114,5 +123,5 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    for command in (create_admin, purge_tokens, dev_cert):
+    for command in (create_admin, purge_tokens, purge_audit, dev_cert):
         app.cli.add_command(command)

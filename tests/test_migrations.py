@@ -26,11 +26,13 @@ def test_migrations_upgrade_downgrade_upgrade(database_url, tmp_path):
     try:
         with app.app_context():
             upgrade()
-            assert {"users", "sessions", "revoked_tokens"} <= set(inspect(db.engine).get_table_names())
+            assert {"users", "sessions", "revoked_tokens", "audit_events"} <= set(inspect(db.engine).get_table_names())
             downgrade(revision="base")
-            assert not {"users", "sessions", "revoked_tokens"} & set(inspect(db.engine).get_table_names())
+            assert not {"users", "sessions", "revoked_tokens", "audit_events"} & set(
+                inspect(db.engine).get_table_names()
+            )
             upgrade()
-            assert {"users", "sessions", "revoked_tokens"} <= set(inspect(db.engine).get_table_names())
+            assert {"users", "sessions", "revoked_tokens", "audit_events"} <= set(inspect(db.engine).get_table_names())
             db.engine.dispose()
     finally:
         backend.drop(url)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import auth, me, meta, users
+from app.api import audit, auth, me, meta, users
 from app.api.base import Api
 
-BLUEPRINTS = (auth.blp, me.blp, users.blp, meta.blp)
+BLUEPRINTS = (auth.blp, me.blp, users.blp, audit.blp, meta.blp)
 API_DESCRIPTION = """Accounts and JWTs.
 
 * Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;

@@ -17,7 +17,7 @@ from app.errors import PROBLEM_MIMETYPE, BadRequest, Forbidden, InvalidJSON, Tok
 from app.extensions import db, login_manager
 from app.models import User
 from app.schemas.common import ProblemSchema
-from app.services import tokens
+from app.services import audit, tokens
 
 BEARER_SECURITY = [{"bearerAuth": []}]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -100,6 +100,11 @@ class UnsupportedMediaType(BadRequest):
     status = 415
     code = "unsupported_media_type"
     detail = "Request bodies must be application/json."
+
+
+def remember_origin() -> None:
+    """Before every request: tell the audit trail where this request comes from."""
+    audit.set_origin(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
 
 
 def bearer_token() -> str | None:

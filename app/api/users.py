@@ -31,7 +31,7 @@ def list_users(args):
 def create_user(args):
     """Create a user with a role and status (admins)."""
     args.pop("password_confirm", None)
-    return {"user": users.create_user(**args)}
+    return {"user": users.create_user(actor=caller(), **args)}
 
 
 @blp.route("/users/<user_id>", methods=["GET"])

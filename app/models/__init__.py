@@ -1,8 +1,9 @@
 """The SQLAlchemy models; importing this package registers every table on the metadata."""
 
+from app.models.audit import AuditEvent
 from app.models.base import Base, UTCDateTime, utcnow
 from app.models.revocation import RevokedToken
 from app.models.session import Session
 from app.models.user import ROLES, User
 
-__all__ = ["ROLES", "Base", "RevokedToken", "Session", "UTCDateTime", "User", "utcnow"]
+__all__ = ["ROLES", "AuditEvent", "Base", "RevokedToken", "Session", "UTCDateTime", "User", "utcnow"]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.errors import AccountDisabled, InvalidCredentials, NotFound
 from app.extensions import db
 from app.models import Session, User, utcnow
-from app.services import passwords, throttle, tokens, users
+from app.services import audit, passwords, throttle, tokens, users
 
 
 def signup(
@@ -27,6 +27,7 @@ def signup(
     user = users.new_user(email=email, password=password, name=name, username=username)
     users.commit_or_conflict(flush_only=True)  # the user row must exist before its session's
     pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
+    audit.record("signup", actor_id=user.id, target_id=user.id)
     users.commit_or_conflict()
     return user, pair
 
@@ -53,21 +54,31 @@ def login(
     """
     user = find_by_identifier(email=email, username=username)
     subject = f"user:{user.id}" if user is not None else f"identifier:{email or username.lower()}"
-    throttle.ensure_allowed(subject)
+    target = user.id if user is not None else None
+    try:
+        throttle.ensure_allowed(subject)
+    except throttle.TooManyAttempts:
+        audit.record_now("login_throttled", target_id=target)
+        raise
     if user is None:
         passwords.burn_verification(password)
         throttle.record_failure(subject)
+        # What was typed is not recorded: a mistyped identifier is often a password.
+        audit.record_now("login_failed", reason="unknown_account")
         raise InvalidCredentials()
     matches, needs_rehash = passwords.verify_password(user.password_hash, password)
     if not matches:
         throttle.record_failure(subject)
+        audit.record_now("login_failed", target_id=target, reason="wrong_password")
         raise InvalidCredentials()
     throttle.record_success(subject)
     if not user.is_active:
+        audit.record_now("login_failed", target_id=target, reason="account_disabled")
         raise AccountDisabled()
     if needs_rehash:
         user.password_hash = passwords.hash_password(password)
     pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
+    audit.record("login_succeeded", actor_id=user.id, target_id=user.id, rehashed=needs_rehash)
     db.session.commit()
     return user, pair
 
@@ -88,18 +99,20 @@ def change_password(user: User, *, current_sid: uuid.UUID, current_password: str
     require_password(user, current_password)
     passwords.check_policy(new_password, field="new_password", email=user.email, username=user.username)
     user.password_hash = passwords.hash_password(new_password)
-    tokens.revoke_sessions(Session.user_id == user.id, Session.id != current_sid)
+    revoked = tokens.revoke_sessions(Session.user_id == user.id, Session.id != current_sid)
+    audit.record("password_changed", actor_id=user.id, target_id=user.id, sessions_revoked=revoked)
     db.session.commit()
 
 
 def update_me(user: User, changes: dict[str, Any]) -> User:
     """Change one's own name, email or username. Raises EmailTaken, UsernameTaken."""
-    return users.apply_update(user, changes)
+    return users.apply_update(user, changes, actor_id=user.id)
 
 
 def delete_me(user: User, *, password: str) -> None:
     """Delete one's own account after re-checking the password. Raises InvalidCredentials, LastAdmin."""
     require_password(user, password)
+    audit.record("account_deleted", actor_id=user.id, target_id=user.id)
     users.delete_account(user)
 
 
@@ -131,4 +144,5 @@ def revoke_session(user: User, session_id: str) -> None:
         raise NotFound("No such session.") from None
     if tokens.revoke_sessions(Session.id == sid, Session.user_id == user.id) != 1:
         raise NotFound("No such session.")
+    audit.record("session_revoked", actor_id=user.id, target_id=user.id, session_id=str(sid))
     db.session.commit()

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import TokenError, TokenReused
 from app.extensions import db
 from app.models import RevokedToken, Session, User, utcnow
+from app.services import audit
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -252,6 +253,7 @@ def rotate(refresh_token: str) -> TokenPair:
         return pair
     db.session.rollback()
     revoke_sessions(Session.id == verified.sid)
+    audit.record("refresh_reuse_detected", target_id=verified.user_id, session_id=str(verified.sid))
     db.session.commit()
     raise TokenReused()
 
@@ -295,6 +297,7 @@ def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywh
                 revoke_sessions(Session.id == uuid.UUID(other["sid"]), Session.user_id == verified.user_id)
             except ValueError:
                 pass
+    audit.record("logout", actor_id=verified.user_id, target_id=verified.user_id, all=everywhere)
     db.session.commit()
     revoke_jti(verified.jti, token_type=ACCESS, user_id=verified.user_id, expires_at=verified.expires_at)
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import Conflict, EmailTaken, Forbidden, LastAdmin, NotFound, UsernameTaken
 from app.extensions import db
 from app.models import RevokedToken, Session, User
-from app.services import passwords, tokens
+from app.services import audit, passwords, tokens
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
@@ -80,9 +80,10 @@ def commit_or_conflict(*, flush_only: bool = False) -> None:
         raise conflict_from(error) from error
 
 
-def create_user(**fields: Any) -> User:
+def create_user(*, actor: User, **fields: Any) -> User:
     """Create and commit a user (admin endpoint). Raises ValidationFailed, EmailTaken, UsernameTaken."""
     user = new_user(**fields)
+    audit.record("user_created", actor_id=actor.id, target_id=user.id, role=user.role, is_active=user.is_active)
     commit_or_conflict()
     return user
 
@@ -152,11 +153,13 @@ def ensure_not_last_admin(target: User) -> None:
         raise LastAdmin()
 
 
-def apply_update(target: User, changes: dict[str, Any]) -> User:
-    """Apply profile, role, status and password changes to `target`, then commit.
+def apply_update(target: User, changes: dict[str, Any], *, actor_id: uuid.UUID | None) -> User:
+    """Apply profile, role, status and password changes to `target`, audit them, then commit.
 
-    Raises ValidationFailed, EmailTaken, UsernameTaken, LastAdmin.
+    `actor_id` is who made the change (None for the CLI). Raises ValidationFailed, EmailTaken,
+    UsernameTaken, LastAdmin.
     """
+    profile = [field for field in ("name", "email", "username") if field in changes]
     if "email" in changes and changes["email"] != target.email:
         ensure_available(email=changes["email"], username=None, exclude=target.id)
         target.email = changes["email"]
@@ -168,20 +171,26 @@ def apply_update(target: User, changes: dict[str, Any]) -> User:
         target.username_key = username_key(changes["username"])
     if "name" in changes:
         target.name = changes["name"]
+    if profile:
+        audit.record("profile_updated", actor_id=actor_id, target_id=target.id, fields=profile)
     demoting = changes.get("role", target.role) != "admin"
     deactivating = changes.get("is_active", target.is_active) is False
     if demoting or deactivating:
         ensure_not_last_admin(target)
-    if "role" in changes:
+    if "role" in changes and changes["role"] != target.role:
+        audit.record("role_changed", actor_id=actor_id, target_id=target.id, old=target.role, new=changes["role"])
         target.role = changes["role"]
     if "password" in changes:
         passwords.check_policy(changes["password"], email=target.email, username=target.username)
         target.password_hash = passwords.hash_password(changes["password"])
         tokens.void_all_tokens(target)  # an admin reset ends every session of the account
+        audit.record("password_reset", actor_id=actor_id, target_id=target.id)
     if "is_active" in changes and changes["is_active"] != target.is_active:
         target.is_active = changes["is_active"]
         if not target.is_active:
             tokens.void_all_tokens(target)  # API.md: deactivated after issue voids the token
+        event = "user_activated" if target.is_active else "user_deactivated"
+        audit.record(event, actor_id=actor_id, target_id=target.id)
     commit_or_conflict()
     return target
 
@@ -194,7 +203,7 @@ def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User
     target = visible_user(actor=actor, target_id=target_id)
     if actor.role != "admin" and not SELF_EDITABLE.issuperset(changes):
         raise Forbidden("Only an admin may change role, is_active or password here.")
-    return apply_update(target, changes)
+    return apply_update(target, changes, actor_id=actor.id)
 
 
 def visible_user(*, actor: User, target_id: str) -> User:
@@ -217,7 +226,9 @@ def delete_account(target: User) -> None:
 
 def delete_user(*, actor: User, target_id: str) -> None:
     """DELETE /users/{id} by an admin or the user themself. Raises NotFound, Forbidden, LastAdmin."""
-    delete_account(visible_user(actor=actor, target_id=target_id))
+    target = visible_user(actor=actor, target_id=target_id)
+    audit.record("user_deleted", actor_id=actor.id, target_id=target.id)
+    delete_account(target)
 
 
 def create_or_promote_admin(*, email: str, password: str | None, name: str | None) -> tuple[User, bool]:
@@ -230,6 +241,7 @@ def create_or_promote_admin(*, email: str, password: str | None, name: str | Non
         if not password:
             raise ValueError("a password is required to create a new admin")
         user = new_user(email=email, password=password, name=name or email.split("@")[0], role="admin")
+        audit.record("admin_created", target_id=user.id, via="cli")
         commit_or_conflict()
         return user, True
     changes: dict[str, Any] = {"role": "admin", "is_active": True}
@@ -237,7 +249,8 @@ def create_or_promote_admin(*, email: str, password: str | None, name: str | Non
         changes["password"] = password
     if name:
         changes["name"] = name
-    return apply_update(user, changes), False
+    audit.record("admin_promoted", target_id=user.id, via="cli")
+    return apply_update(user, changes, actor_id=None), False
 
 
 def find_admin_candidate(email: str) -> User | None:

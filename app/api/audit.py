@@ -1,0 +1,23 @@
+"""Controller of the audit trail: GET /audit (admins)."""
+
+from __future__ import annotations
+
+from app.api.base import BEARER_SECURITY, Blueprint, admin_required
+from app.schemas.audit import AuditListSchema, AuditQuerySchema
+from app.services import audit
+
+blp = Blueprint("audit", __name__, description="Audit trail")
+
+
+@blp.route("/audit", methods=["GET"])
+@blp.arguments(AuditQuerySchema, location="query")
+@blp.response(200, AuditListSchema)
+@blp.problem(403)
+@blp.doc(security=BEARER_SECURITY)
+@admin_required
+def list_events(args):
+    """Security events, newest first, filtered by user (actor or target) and event (admins)."""
+    items, total = audit.list_events(
+        page=args["page"], per_page=args["per_page"], user_id=args.get("user"), event=args.get("event")
+    )
+    return {"items": items, "page": args["page"], "per_page": args["per_page"], "total": total}

@@ -1,0 +1,27 @@
+"""The audit trail: who did what to whom, from where, when. Never a secret."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Integer, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+
+class AuditEvent(Base):
+    """One security-relevant event. Actor and target are plain ids: the trail outlives the accounts."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(40), index=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    target_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
