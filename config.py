@@ -73,6 +73,14 @@ def _bool(environ: Mapping[str, Any], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(environ: Mapping[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    """Read a variable that must be one of `allowed`."""
+    value = _text(environ, name, default)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 def _list(environ: Mapping[str, Any], name: str) -> list[str]:
     """Read a comma-separated list variable."""
     raw = _text(environ, name) or ""
@@ -119,10 +127,15 @@ class BaseConfig:
         self.SQLALCHEMY_ENGINE_OPTIONS = self._engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
 
-        self.JWT_SECRET_KEY = self._jwt_secret(env)
-        self.JWT_ALGORITHM = "HS256"
+        self.JWT_ALGORITHM = _choice(env, "JWT_ALGORITHM", "HS256", ("HS256", "ES256", "EdDSA", "RS256"))
         # RFC 8725 3.1: exactly one algorithm is accepted, the one we sign with.
         self.JWT_DECODE_ALGORITHMS = [self.JWT_ALGORITHM]
+        self.JWT_KEYS_DIR = Path(_text(env, "JWT_KEYS_DIR") or self.INSTANCE_DIR / "jwt-keys")
+        self.JWT_SECRET_KEY = self._jwt_secret(env)
+        # RFC 8725 3.9: when set, tokens name their audience and tokens for another are refused.
+        self.JWT_AUDIENCE = _text(env, "JWT_AUDIENCE")
+        self.JWT_ENCODE_AUDIENCE = self.JWT_AUDIENCE
+        self.JWT_DECODE_AUDIENCE = self.JWT_AUDIENCE
         self.JWT_ACCESS_TOKEN_EXPIRES = timedelta(
             seconds=_int(env, "JWT_ACCESS_TOKEN_EXPIRES", 900, minimum=1, maximum=86400)
         )
@@ -257,8 +270,10 @@ class ProductionConfig(BaseConfig):
         return normalize_database_url(url)
 
     def _jwt_secret(self, env: Mapping[str, Any]) -> str:
-        """JWT_SECRET_KEY is required, at least 32 bytes, and not an example value."""
+        """JWT_SECRET_KEY is required for HS256, at least 32 bytes, and not an example value."""
         secret = _text(env, "JWT_SECRET_KEY")
+        if secret is None and self.JWT_ALGORITHM != "HS256":
+            return secrets.token_urlsafe(48)  # unused: tokens are signed with the key files
         if secret is None:
             raise ConfigError("JWT_SECRET_KEY is required when APP_ENV=production")
         if is_placeholder(secret):

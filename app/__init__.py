@@ -46,10 +46,14 @@ def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig
 def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
     from app.extensions import cors, db, jwt, login_manager, migrate
+    from app.services import keys
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
     jwt.init_app(app)
+    app.extensions["jwt_keys"] = keys.load(app.config["JWT_ALGORITHM"], app.config["JWT_KEYS_DIR"])
+    if app.extensions["jwt_keys"].problem:
+        app.logger.error("signing keys unavailable: %s", app.extensions["jwt_keys"].problem)
     login_manager.init_app(app)
     # Tokens travel as Bearer headers; Flask's cookie session is never written.
     login_manager.session_protection = None

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, tokens, users
+from app.services import audit, keys, tokens, users
 
 
 class AdminInput(Schema):
@@ -70,6 +70,66 @@ def purge_audit(days: int) -> None:
     click.echo(f"Purged {deleted} audit event(s) older than {days} day(s).")
 
 
+@click.group("keys")
+def keys_group() -> None:
+    """Manage the signing keys of ES256 / EdDSA / RS256 (JWT_ALGORITHM, JWT_KEYS_DIR)."""
+
+
+def _keys_dir() -> Path:
+    """The configured key directory."""
+    return Path(current_app.config["JWT_KEYS_DIR"])
+
+
+@keys_group.command("generate")
+@click.option("--algorithm", default=None, help="ES256, EdDSA or RS256 (default: JWT_ALGORITHM).")
+@click.option("--force", is_flag=True, help="Start over even if keys exist (every issued token dies).")
+@with_appcontext
+def keys_generate(algorithm: str | None, force: bool) -> None:
+    """Create the key directory with its first key."""
+    algorithm = algorithm or current_app.config["JWT_ALGORITHM"]
+    try:
+        kid = keys.generate(_keys_dir(), algorithm, force=force)
+    except keys.KeyError_ as error:
+        _fail(str(error))
+    click.echo(f"Generated {algorithm} key {kid} in {_keys_dir()}. Restart the service to use it.")
+
+
+@keys_group.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """Make a new current key; the previous one keeps verifying until pruned."""
+    try:
+        old, new = keys.rotate(_keys_dir(), algorithm=current_app.config["JWT_ALGORITHM"])
+    except keys.KeyError_ as error:
+        _fail(str(error))
+    click.echo(f"Key {new} is now current; {old} is retired and still verifies. Restart or reload the service.")
+
+
+@keys_group.command("prune")
+@with_appcontext
+def keys_prune() -> None:
+    """Delete retired keys that no live token can have been signed with."""
+    lifetime = max(current_app.config["JWT_REFRESH_TOKEN_EXPIRES"], current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
+    try:
+        removed = keys.prune(_keys_dir(), max_token_lifetime=lifetime)
+    except keys.KeyError_ as error:
+        _fail(str(error))
+    click.echo(f"Removed {len(removed)} retired key(s){': ' + ', '.join(removed) if removed else ''}.")
+
+
+@keys_group.command("list")
+@with_appcontext
+def keys_list() -> None:
+    """Show the keys, the current one marked."""
+    try:
+        entries = keys.describe(_keys_dir())
+    except keys.KeyError_ as error:
+        _fail(str(error))
+    for entry in entries:
+        state = "current" if entry["current"] else f"retired {entry['retired_at']}"
+        click.echo(f"{entry['kid']}  created {entry['created_at']}  {state}")
+
+
 @click.command("dev-cert")
 @click.option("--out", "out_dir", default="instance/certs", show_default=True, help="Folder for cert.pem and key.pem.")
 @click.option("--force", is_flag=True, help="Replace an existing certificate.")
@@ -123,5 +183,5 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    for command in (create_admin, purge_tokens, purge_audit, dev_cert):
+    for command in (create_admin, purge_tokens, purge_audit, keys_group, dev_cert):
         app.cli.add_command(command)

@@ -14,7 +14,7 @@ from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 
 from app.errors import PROBLEM_MIMETYPE, BadRequest, Forbidden, InvalidJSON, TokenError, ValidationFailed
-from app.extensions import db, login_manager
+from app.extensions import db, jwt, login_manager
 from app.models import User
 from app.schemas.common import ProblemSchema
 from app.services import audit, tokens
@@ -132,6 +132,18 @@ def token_argument(args: dict[str, Any], field: str) -> str:
             errors={field: ["Missing data for required field."]},
         )
     return token
+
+
+@jwt.encode_key_loader
+def _encode_key(_identity):
+    """Flask-JWT-Extended signs with the configured secret or the current private key."""
+    return tokens.signing_key()
+
+
+@jwt.additional_headers_loader
+def _encode_headers(_identity):
+    """…and names that key with its kid."""
+    return tokens.signing_headers()
 
 
 @login_manager.request_loader

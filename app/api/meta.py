@@ -7,7 +7,7 @@ from flask import current_app
 from app.api.base import Blueprint
 from app.errors import ServiceUnavailable
 from app.schemas.meta import HealthSchema, JWKSetSchema
-from app.services import health
+from app.services import health, tokens
 
 blp = Blueprint("meta", __name__, description="Operations")
 
@@ -24,7 +24,8 @@ def liveness():
 @blp.problem(503, "The database is unreachable or its schema is not at the latest migration")
 def readiness():
     """200 when the database answers and its schema is at the latest migration; 503 otherwise."""
-    problem = health.readiness_problem(current_app.extensions["migrate"].directory)
+    problem = tokens.key_ring().problem and "Signing keys are unavailable; see the log."
+    problem = problem or health.readiness_problem(current_app.extensions["migrate"].directory)
     if problem is not None:
         raise ServiceUnavailable(problem, code="not_ready")
     return {"status": "ready"}
@@ -33,5 +34,6 @@ def readiness():
 @blp.route("/.well-known/jwks.json", methods=["GET"])
 @blp.response(200, JWKSetSchema)
 def jwks():
-    """The public keys that verify this service's tokens; empty under HS256 (a shared secret)."""
-    return {"keys": []}, {"Cache-Control": "public, max-age=300"}
+    """The public keys that verify this service's tokens, each with its kid: the current key and
+    retired ones whose tokens may still be alive. Empty under HS256 (a shared secret)."""
+    return tokens.key_ring().jwks(), {"Cache-Control": "public, max-age=300"}

@@ -18,10 +18,11 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import TokenError, TokenReused
+from app.errors import ServiceUnavailable, TokenError, TokenReused
 from app.extensions import db
 from app.models import RevokedToken, Session, User, utcnow
 from app.services import audit
+from app.services.keys import KeyRing
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -108,18 +109,20 @@ def decode(token: str) -> dict[str, Any]:
     """
     config = current_app.config
     try:
-        unverified = jwt.api_jws.get_unverified_header(token)
+        header = jwt.api_jws.get_unverified_header(token)
         # RFC 7515 4.1.11: we understand no header extensions, so any `crit` is refused.
-        # jku/x5u/jwk/kid are never used to find a key (RFC 8725 3.10): the key is configured.
-        if "crit" in unverified:
+        if "crit" in header:
             raise InvalidToken("invalid")
+        key = verification_key(header)
+        audience = config["JWT_DECODE_AUDIENCE"]
         claims = jwt.decode(
             token,
-            config["JWT_SECRET_KEY"],
+            key,
             algorithms=config["JWT_DECODE_ALGORITHMS"],
             issuer=config["JWT_DECODE_ISSUER"],
+            audience=audience,
             leeway=config["JWT_DECODE_LEEWAY"],
-            options={"require": REQUIRED_CLAIMS, "verify_aud": False},
+            options={"require": REQUIRED_CLAIMS + (["aud"] if audience else []), "verify_aud": bool(audience)},
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("expired") from None
@@ -128,6 +131,44 @@ def decode(token: str) -> dict[str, Any]:
     if not all(isinstance(claims[name], str) for name in ("sub", "jti", "sid", "type")):
         raise InvalidToken("invalid")
     return claims
+
+
+def key_ring() -> KeyRing:
+    """The app's signing and verifying keys."""
+    return current_app.extensions["jwt_keys"]
+
+
+def verification_key(header: dict[str, Any]):
+    """The key that must have signed a token with this header: the secret, or the public key its kid names.
+
+    Only configured keys are candidates; jku, x5u and jwk headers are never followed (RFC 8725 3.10).
+    Raises InvalidToken for an unknown kid, ServiceUnavailable when the keys could not be loaded.
+    """
+    ring = key_ring()
+    if ring.symmetric:
+        return current_app.config["JWT_SECRET_KEY"]
+    if ring.problem:
+        raise ServiceUnavailable("Signing keys are unavailable.", code="keys_unavailable")
+    key = ring.verifying.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+    if key is None:
+        raise InvalidToken("invalid")
+    return key
+
+
+def signing_key():
+    """FJE's encode key: the secret, or the current private key."""
+    ring = key_ring()
+    if ring.symmetric:
+        return current_app.config["JWT_SECRET_KEY"]
+    if ring.problem:
+        raise ServiceUnavailable("Signing keys are unavailable.", code="keys_unavailable")
+    return ring.signing_key
+
+
+def signing_headers() -> dict[str, str]:
+    """FJE's extra headers: the kid of the signing key, when there are key files."""
+    ring = key_ring()
+    return {} if ring.symmetric else {"kid": ring.signing_kid}
 
 
 def _state_query(user_id: uuid.UUID, sid: uuid.UUID, jti: str):
