@@ -176,3 +176,26 @@ def test_ready_is_503_when_schema_is_not_migrated(tmp_path):
     response = app.test_client().get("/ready")
     assert_problem(response, 503, "not_ready")
     assert response.headers["Retry-After"]
+
+
+def test_tokens_are_never_read_from_urls(client, user):
+    token = user["access_token"]
+    # RFC 6750 2.3 / RFC 8725: URLs end up in logs and Referer headers; no query parameter is a credential.
+    me = client.get("/me", query_string={"access_token": token})
+    assert me.status_code == 401 and me.get_json()["code"] == "missing_token"
+    validate = client.get("/validate", query_string={"access_token": token})
+    assert validate.status_code == 401
+    check = client.post("/checkToken", query_string={"token": token})
+    assert_problem(check, 400, "missing_token")
+
+
+def test_security_headers_are_complete(client, user):
+    response = client.get("/me", headers=bearer(user["access_token"]))
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert "Server" not in response.headers or not any(ch.isdigit() for ch in response.headers["Server"])
+    # HSTS only where it means something: over HTTPS.
+    assert "Strict-Transport-Security" not in response.headers
+    secure = client.get("/health", base_url="https://localhost")
+    assert secure.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"

@@ -23,6 +23,7 @@ def test_full_flow_over_https(server):
     status, headers, _ = server.call("GET", "/ready")
     assert status == 200
     assert headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert not any(ch.isdigit() for ch in headers.get("Server", "")), "the server version must not show"
 
     status, _, signup = server.call(
         "POST", "/signup", {"email": "e2e@example.com", "password": "correct horse battery staple", "name": "E2E"}
