@@ -117,6 +117,7 @@ class BaseConfig:
     """Settings shared by every environment, read once from the given environment mapping."""
 
     APP_ENV = "base"
+    DEFAULT_LOG_FORMAT = "json"
 
     def __init__(self, environ: Mapping[str, Any] | None = None) -> None:
         """Read every setting from `environ` (default: os.environ)."""
@@ -179,6 +180,9 @@ class BaseConfig:
         self.ARGON2_MEMORY_COST = _int(env, "ARGON2_MEMORY_COST", 19456, minimum=8)
         self.ARGON2_PARALLELISM = _int(env, "ARGON2_PARALLELISM", 1, minimum=1)
 
+        self.LOG_FORMAT = _choice(env, "LOG_FORMAT", self.DEFAULT_LOG_FORMAT, ("json", "text"))
+        self.LOG_LEVEL = _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+        self.METRICS_ENABLED = _bool(env, "METRICS_ENABLED", True)
         # Flask's own session is not used (tokens travel as Bearer); a per-process random key
         # keeps Flask-Login from failing on a forged remember cookie, and is no fallback secret.
         self.SECRET_KEY = _text(env, "SECRET_KEY") or secrets.token_urlsafe(32)
@@ -234,6 +238,7 @@ class DevelopmentConfig(BaseConfig):
     """Local development: SQLite in instance/ and a generated secret unless told otherwise."""
 
     APP_ENV = "development"
+    DEFAULT_LOG_FORMAT = "text"
 
 
 class TestingConfig(BaseConfig):

@@ -119,7 +119,9 @@ def register_hooks(app: Flask) -> None:
     """Body checks before each request; request id, caching and security headers after."""
     from app.api.base import check_body, remember_origin
     from app.errors import request_id
+    from app.observability import init_observability
 
+    init_observability(app)
     app.before_request(check_body)
     app.before_request(remember_origin)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import current_app
 
+from app import observability
 from app.api.base import Blueprint
-from app.errors import ServiceUnavailable
+from app.errors import NotFound, ServiceUnavailable
 from app.schemas.meta import HealthSchema, JWKSetSchema
 from app.services import health, tokens
 
@@ -29,6 +30,20 @@ def readiness():
     if problem is not None:
         raise ServiceUnavailable(problem, code="not_ready")
     return {"status": "ready"}
+
+
+@blp.route("/metrics", methods=["GET"])
+@blp.doc(
+    responses={
+        "200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    }
+)
+@blp.problem(404, "Metrics are disabled (METRICS_ENABLED=false)")
+def metrics():
+    """Prometheus metrics of every worker: requests, latency, logins, tokens issued and revoked, reuse."""
+    if not current_app.config["METRICS_ENABLED"]:
+        raise NotFound()
+    return observability.metrics_response()
 
 
 @blp.route("/.well-known/jwks.json", methods=["GET"])

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, or_, select
 
+from app import observability
 from app.extensions import db
 from app.models import AuditEvent, utcnow
 
@@ -51,6 +52,7 @@ def record(event: str, *, actor_id: uuid.UUID | None = None, target_id: uuid.UUI
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
     ip, user_agent = _origin.get()
+    observability.count_event(event)
     db.session.add(
         AuditEvent(
             event=event,

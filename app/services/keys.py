@@ -95,9 +95,7 @@ def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 def _write_private_key(directory: Path, kid: str, key) -> str:
     """Write a PEM private key with mode 0600; return its file name."""
     name = f"{kid}.pem"
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)

@@ -18,6 +18,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app import observability
 from app.errors import ServiceUnavailable, TokenError, TokenReused
 from app.extensions import db
 from app.models import RevokedToken, Session, User, utcnow
@@ -272,6 +273,7 @@ def start_session(user: User, *, user_agent: str | None, ip: str | None, fresh: 
             ip=(ip or "")[:45] or None,
         )
     )
+    observability.count_issued_pair()  # before the caller commits: a failed commit overcounts by one
     return pair
 
 
@@ -291,6 +293,7 @@ def rotate(refresh_token: str) -> TokenPair:
     ).rowcount
     if swapped == 1:
         db.session.commit()
+        observability.count_issued_pair()
         return pair
     db.session.rollback()
     revoke_sessions(Session.id == verified.sid)
@@ -307,6 +310,7 @@ def revoke_sessions(*criteria) -> int:
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    observability.TOKENS_REVOKED.labels("session").inc(result.rowcount)
     return result.rowcount
 
 
@@ -317,6 +321,7 @@ def revoke_jti(jti: str, *, token_type: str, user_id: uuid.UUID | None, expires_
     db.session.add(RevokedToken(jti=jti, token_type=token_type, user_id=user_id, expires_at=expires_at))
     try:
         db.session.commit()
+        observability.TOKENS_REVOKED.labels(token_type).inc()
     except IntegrityError:
         db.session.rollback()  # the same jti was revoked by a simultaneous request
 
