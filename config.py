@@ -180,6 +180,9 @@ class BaseConfig:
         self.ARGON2_MEMORY_COST = _int(env, "ARGON2_MEMORY_COST", 19456, minimum=8)
         self.ARGON2_PARALLELISM = _int(env, "ARGON2_PARALLELISM", 1, minimum=1)
 
+        # In-process revocation view kept current by LISTEN/NOTIFY (PostgreSQL only; see
+        # app/services/revocations.py). Off, every check reads the database.
+        self.REVOCATION_CACHE = _bool(env, "REVOCATION_CACHE", True)
         self.LOG_FORMAT = _choice(env, "LOG_FORMAT", self.DEFAULT_LOG_FORMAT, ("json", "text"))
         self.LOG_LEVEL = _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
         self.METRICS_ENABLED = _bool(env, "METRICS_ENABLED", True)
@@ -255,6 +258,8 @@ class TestingConfig(BaseConfig):
         # The suite sends everything from one address; the throttling tests turn these back on.
         env.setdefault("RATELIMIT_ENABLED", "false")
         env.setdefault("LOGIN_THROTTLE_ENABLED", "false")
+        # Each listener holds a database connection; the suite turns it on where it tests it.
+        env.setdefault("REVOCATION_CACHE", "false")
         super().__init__(env)
 
     def _database_url(self, env: Mapping[str, Any]) -> str:

@@ -46,7 +46,7 @@ def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig
 def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
     from app.extensions import cors, db, jwt, login_manager, migrate
-    from app.services import keys
+    from app.services import keys, revocations
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
@@ -69,6 +69,9 @@ def register_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
+        dsn = revocations.libpq_dsn(db.engine.url) if app.config["REVOCATION_CACHE"] else None
+    app.extensions["revocations"] = revocations.RevocationView(dsn=dsn)
+    revocations.install_hooks()
 
 
 def _migrations_dir():

@@ -59,9 +59,14 @@ def database_url(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def base_app(database_url):
-    """The default test app of a backend, shared by its tests."""
-    app = make_test_app(database_url)
+    """The default test app of a backend, shared by its tests.
+
+    Its revocation cache is on (it takes effect on PostgreSQL), so every API test also proves
+    that the cache never lets a revoked token through.
+    """
+    app = make_test_app(database_url, REVOCATION_CACHE="true")
     yield app
+    app.extensions["revocations"].stop()
     with app.app_context():
         db.engine.dispose()
 
@@ -91,6 +96,7 @@ def make_app(app, database_url):
 
     yield build
     for extra in made:
+        extra.extensions["revocations"].stop()
         with extra.app_context():
             db.engine.dispose()
 

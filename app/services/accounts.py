@@ -99,7 +99,7 @@ def change_password(user: User, *, current_sid: uuid.UUID, current_password: str
     require_password(user, current_password)
     passwords.check_policy(new_password, field="new_password", email=user.email, username=user.username)
     user.password_hash = passwords.hash_password(new_password)
-    revoked = tokens.revoke_sessions(Session.user_id == user.id, Session.id != current_sid)
+    revoked = tokens.revoke_sessions(user.id, Session.id != current_sid)
     audit.record("password_changed", actor_id=user.id, target_id=user.id, sessions_revoked=revoked)
     db.session.commit()
 
@@ -142,7 +142,7 @@ def revoke_session(user: User, session_id: str) -> None:
         sid = uuid.UUID(session_id)
     except ValueError:
         raise NotFound("No such session.") from None
-    if tokens.revoke_sessions(Session.id == sid, Session.user_id == user.id) != 1:
+    if tokens.revoke_sessions(user.id, Session.id == sid) != 1:
         raise NotFound("No such session.")
     audit.record("session_revoked", actor_id=user.id, target_id=user.id, session_id=str(sid))
     db.session.commit()

@@ -15,14 +15,14 @@ from typing import Any
 import jwt
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import observability
 from app.errors import ServiceUnavailable, TokenError, TokenReused
 from app.extensions import db
 from app.models import RevokedToken, Session, User, utcnow
-from app.services import audit
+from app.services import audit, revocations
 from app.services.keys import KeyRing
 
 ACCESS = "access"
@@ -172,22 +172,50 @@ def signing_headers() -> dict[str, str]:
     return {} if ring.symmetric else {"kid": ring.signing_kid}
 
 
-def _state_query(user_id: uuid.UUID, sid: uuid.UUID, jti: str):
-    """One round trip: the user's standing, the session's and whether the jti is revoked."""
-    users, sessions, revoked = User.__table__, Session.__table__, RevokedToken.__table__
-    return (
-        select(
-            users.c.email,
-            users.c.role,
-            users.c.is_active,
-            users.c.tokens_valid_after,
-            sessions.c.id.label("session_id"),
-            sessions.c.revoked_at,
-            exists().where(revoked.c.jti == jti).label("jti_revoked"),
-        )
-        .select_from(users.outerjoin(sessions, and_(sessions.c.id == sid, sessions.c.user_id == users.c.id)))
-        .where(users.c.id == user_id)
+_USERS, _SESSIONS, _REVOKED = User.__table__, Session.__table__, RevokedToken.__table__
+# Built once: one round trip for the user's standing, the session's, and whether the jti is revoked.
+STATE_QUERY = (
+    select(
+        _USERS.c.email,
+        _USERS.c.role,
+        _USERS.c.is_active,
+        _USERS.c.tokens_valid_after,
+        _SESSIONS.c.id.label("session_id"),
+        _SESSIONS.c.revoked_at,
+        exists().where(_REVOKED.c.jti == bindparam("jti")).label("jti_revoked"),
     )
+    .select_from(
+        _USERS.outerjoin(_SESSIONS, and_(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.user_id == _USERS.c.id))
+    )
+    .where(_USERS.c.id == bindparam("user_id"))
+)
+
+
+def token_state(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool) -> revocations.TokenState:
+    """What the database says about this token: from this worker's revocation view, or one query."""
+    view: revocations.RevocationView = current_app.extensions["revocations"]
+    if use_cache:
+        view.ensure_listening()
+        cached = view.cache.get(jti)
+        if cached is not None:
+            return cached
+    epoch = view.cache.epoch
+    row = db.session.execute(STATE_QUERY, {"user_id": user_id, "sid": sid, "jti": jti}).first()
+    if row is None:
+        state = revocations.TokenState(user_exists=False)
+    else:
+        state = revocations.TokenState(
+            user_exists=True,
+            email=row.email,
+            role=row.role,
+            is_active=row.is_active,
+            tokens_valid_after=row.tokens_valid_after,
+            session_live=row.session_id is not None and row.revoked_at is None,
+            jti_revoked=bool(row.jti_revoked),
+        )
+    if use_cache:
+        view.cache.put(jti, user_id, state, epoch)
+    return state
 
 
 def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
@@ -204,20 +232,21 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
         sid = uuid.UUID(claims["sid"])
     except ValueError:
         raise InvalidToken("invalid") from None
-    row = db.session.execute(_state_query(user_id, sid, claims["jti"])).first()
-    if row is None:
+    # Refresh tokens always ask the database: rotation must see the latest state.
+    state = token_state(user_id, sid, claims["jti"], use_cache=expected_type == ACCESS)
+    if not state.user_exists:
         raise InvalidToken("revoked")  # the user was deleted, and every token with them
-    if not row.is_active:
+    if not state.is_active:
         raise InvalidToken("user_inactive")  # before the session: deactivation revokes those too
-    if row.jti_revoked or row.session_id is None or row.revoked_at is not None:
+    if state.jti_revoked or not state.session_live:
         raise InvalidToken("revoked")
-    cutoff = row.tokens_valid_after
+    cutoff = state.tokens_valid_after
     if cutoff is not None and claims["iat"] < _as_utc(cutoff).timestamp():
         raise InvalidToken("revoked")  # password reset or deactivation after issue
     return VerifiedToken(
         user_id=user_id,
-        email=row.email,
-        roles=[row.role],
+        email=state.email,
+        roles=[state.role],
         jti=claims["jti"],
         sid=sid,
         type=claims["type"],
@@ -296,17 +325,18 @@ def rotate(refresh_token: str) -> TokenPair:
         observability.count_issued_pair()
         return pair
     db.session.rollback()
-    revoke_sessions(Session.id == verified.sid)
+    revoke_sessions(verified.user_id, Session.id == verified.sid)
     audit.record("refresh_reuse_detected", target_id=verified.user_id, session_id=str(verified.sid))
     db.session.commit()
     raise TokenReused()
 
 
-def revoke_sessions(*criteria) -> int:
-    """Mark every live session matching `criteria` revoked; the caller commits."""
+def revoke_sessions(user_id: uuid.UUID, *criteria) -> int:
+    """Mark the user's live sessions matching `criteria` revoked; the caller commits."""
+    revocations.invalidate_user(db.session(), user_id)  # a Core UPDATE: the ORM hooks do not see it
     result = db.session.execute(
         update(Session)
-        .where(Session.revoked_at.is_(None), *criteria)
+        .where(Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -329,9 +359,9 @@ def revoke_jti(jti: str, *, token_type: str, user_id: uuid.UUID | None, expires_
 def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywhere: bool = False) -> None:
     """Revoke this access token and its session; also the given refresh token's; or every session."""
     if everywhere:
-        revoke_sessions(Session.user_id == verified.user_id)
+        revoke_sessions(verified.user_id)
     else:
-        revoke_sessions(Session.id == verified.sid)
+        revoke_sessions(verified.user_id, Session.id == verified.sid)
     if refresh_token:
         try:
             other = decode(refresh_token)
@@ -340,7 +370,7 @@ def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywh
         # Only a refresh token of the same user can be revoked this way.
         if other is not None and other["type"] == REFRESH and other["sub"] == str(verified.user_id):
             try:
-                revoke_sessions(Session.id == uuid.UUID(other["sid"]), Session.user_id == verified.user_id)
+                revoke_sessions(verified.user_id, Session.id == uuid.UUID(other["sid"]))
             except ValueError:
                 pass
     audit.record("logout", actor_id=verified.user_id, target_id=verified.user_id, all=everywhere)
@@ -354,7 +384,7 @@ def void_all_tokens(user: User) -> None:
     The caller commits.
     """
     user.tokens_valid_after = whole_second_now()
-    revoke_sessions(Session.user_id == user.id)
+    revoke_sessions(user.id)
 
 
 def purge_expired(now: datetime | None = None) -> tuple[int, int]:

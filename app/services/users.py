@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import Conflict, EmailTaken, Forbidden, LastAdmin, NotFound, UsernameTaken
 from app.extensions import db
 from app.models import RevokedToken, Session, User
-from app.services import audit, passwords, tokens
+from app.services import audit, passwords, revocations, tokens
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
@@ -218,6 +218,7 @@ def visible_user(*, actor: User, target_id: str) -> User:
 def delete_account(target: User) -> None:
     """Delete a user with every session and revocation record; commits. Raises LastAdmin."""
     ensure_not_last_admin(target)
+    revocations.invalidate_user(db.session(), target.id)
     db.session.execute(delete(Session).where(Session.user_id == target.id))
     db.session.execute(delete(RevokedToken).where(RevokedToken.user_id == target.id))
     db.session.delete(target)
