@@ -120,12 +120,13 @@ SECURITY_HEADERS = {
 
 def register_hooks(app: Flask) -> None:
     """Body checks before each request; request id, caching and security headers after."""
-    from app.api.base import check_body, remember_origin
+    from app.api.base import check_body, check_query, remember_origin
     from app.errors import request_id
     from app.observability import init_observability
 
     init_observability(app)
     app.before_request(check_body)
+    app.before_request(check_query)
     app.before_request(remember_origin)
 
     @app.after_request

@@ -92,6 +92,46 @@ def check_body() -> None:
         raise InvalidJSON()
     if not isinstance(body, dict):
         raise InvalidJSON("The request body must be a JSON object.", code="invalid_body")
+    _refuse_unstorable_text(body, "")
+
+
+def check_query() -> None:
+    """Before every request: query values carry no NUL or lone surrogate either."""
+    for name, value in request.args.items(multi=True):
+        _refuse_unstorable_text(value, name)
+
+
+def _unstorable(text: str) -> bool:
+    """NUL (PostgreSQL refuses it) or a lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_unstorable_text(value: Any, path: str) -> None:
+    """Reject, with the field's name, any string that no database could store or compare.
+
+    DESIGN.md: PostgreSQL rejects NUL in text; a lone surrogate cannot even be encoded. Both
+    would otherwise surface as a 500 from deep in a driver.
+    """
+    if isinstance(value, str):
+        if _unstorable(value):
+            message = "Must not contain NUL or unpaired surrogate characters."
+            raise ValidationFailed(errors={path or "_schema": [message]})
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _unstorable(key):
+                raise ValidationFailed(errors={"_schema": ["Field names must be plain text."]})
+            _refuse_unstorable_text(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_unstorable_text(item, f"{path}.{index}")
 
 
 class UnsupportedMediaType(BadRequest):

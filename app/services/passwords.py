@@ -80,6 +80,22 @@ def burn_verification(password: str) -> None:
     verify_password(stored, password)
 
 
+def is_trivial(password: str) -> bool:
+    """Only whitespace, one short unit repeated ('abababab'), or a run of consecutive characters
+    ('12345678', 'hgfedcba'): NIST 800-63B 5.1.1.2 names repetitive and sequential passwords."""
+    text = password.strip()
+    if not text:
+        return True
+    for size in range(1, len(text) // 2 + 1):
+        if len(text) % size == 0 and text[:size] * (len(text) // size) == text:
+            return True
+    steps = {ord(b) - ord(a) for a, b in zip(text, text[1:], strict=False)}
+    if text.isdigit():  # '34567890' and '21098765' wrap around like a keypad row
+        steps = {step % 10 for step in steps}
+        return steps in ({1}, {9})
+    return steps in ({1}, {-1})
+
+
 def check_policy(
     password: str, *, field: str = "password", email: str | None = None, username: str | None = None
 ) -> None:
@@ -98,6 +114,8 @@ def check_policy(
     folded = normalized.casefold()
     if folded in common_passwords() or folded.strip() in common_passwords():
         problems.append("Is one of the most common passwords; choose another.")
+    elif is_trivial(folded):
+        problems.append("Is a repeated or sequential pattern (like 'aaaaaaaa' or '12345678'); choose another.")
     for label, identifier in (("email address", (email or "").split("@")[0]), ("username", username or "")):
         part = normalize(identifier).casefold()
         if len(part) >= MIN_IDENTIFIER_PART and part in folded:

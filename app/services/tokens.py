@@ -84,22 +84,37 @@ class TokenPair:
         }
 
 
-def issue_pair(*, user_id: uuid.UUID, roles: list[str], sid: uuid.UUID, fresh: bool) -> TokenPair:
-    """Sign an access and a refresh token for session `sid`."""
+def issue_pair(
+    *, user_id: uuid.UUID, roles: list[str], sid: uuid.UUID, fresh: bool, session_started: datetime
+) -> TokenPair:
+    """Sign an access and a refresh token for session `sid`.
+
+    The refresh token never outlives the session's absolute lifetime (SESSION_MAX_LIFETIME from
+    the login), so rotating it forever does not keep a session alive forever.
+    """
     config = current_app.config
+    now = utcnow()
+    session_end = session_started + config["SESSION_MAX_LIFETIME"]
+    refresh_expires_at = min(now + config["JWT_REFRESH_TOKEN_EXPIRES"], session_end)
+    if refresh_expires_at <= now:
+        raise InvalidToken("expired")
     refresh_jti = str(uuid.uuid4())
     access = create_access_token(
         identity=str(user_id),
         fresh=fresh,
         additional_claims={"roles": roles, "sid": str(sid)},
     )
-    refresh = create_refresh_token(identity=str(user_id), additional_claims={"sid": str(sid), "jti": refresh_jti})
+    refresh = create_refresh_token(
+        identity=str(user_id),
+        additional_claims={"sid": str(sid), "jti": refresh_jti},
+        expires_delta=refresh_expires_at - now,
+    )
     return TokenPair(
         access_token=access,
         refresh_token=refresh,
         expires_in=int(config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
         refresh_jti=refresh_jti,
-        refresh_expires_at=utcnow() + config["JWT_REFRESH_TOKEN_EXPIRES"],
+        refresh_expires_at=refresh_expires_at,
     )
 
 
@@ -289,7 +304,7 @@ def start_session(user: User, *, user_agent: str | None, ip: str | None, fresh: 
     """Open a session for `user` and issue its first pair; the caller commits."""
     now = utcnow()
     sid = uuid.uuid4()
-    pair = issue_pair(user_id=user.id, roles=user.roles, sid=sid, fresh=fresh)
+    pair = issue_pair(user_id=user.id, roles=user.roles, sid=sid, fresh=fresh, session_started=now)
     db.session.add(
         Session(
             id=sid,
@@ -313,7 +328,12 @@ def rotate(refresh_token: str) -> TokenPair:
     The swap is one conditional UPDATE, so of simultaneous uses at most one wins.
     """
     verified = verify_token(refresh_token, expected_type=REFRESH)
-    pair = issue_pair(user_id=verified.user_id, roles=verified.roles, sid=verified.sid, fresh=False)
+    started = db.session.scalar(select(Session.created_at).where(Session.id == verified.sid))
+    if started is None:
+        raise InvalidToken("revoked")
+    pair = issue_pair(
+        user_id=verified.user_id, roles=verified.roles, sid=verified.sid, fresh=False, session_started=started
+    )
     swapped = db.session.execute(
         update(Session)
         .where(Session.id == verified.sid, Session.refresh_jti == verified.jti, Session.revoked_at.is_(None))

@@ -316,3 +316,21 @@ def test_validate_without_valid_token_is_401(client, header):
 def test_validate_after_logout_is_401(client, user):
     client.post("/logout", headers=bearer(user["access_token"]))
     assert_problem(client.get("/validate", headers=bearer(user["access_token"])), 401, "token_revoked")
+
+
+def test_refresh_cannot_extend_a_session_past_its_absolute_lifetime(make_app, app):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from app.models import Session
+
+    limited = make_app(SESSION_MAX_LIFETIME=3600)
+    client = limited.test_client()
+    body = client.post("/signup", json={"email": "life@example.com", "password": PASSWORD, "name": "L"}).get_json()
+    claims = jwt.decode(body["refresh_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] <= 3600  # capped, not the 30-day refresh lifetime
+    with limited.app_context():
+        db.session.execute(update(Session).values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=3601)))
+        db.session.commit()
+    assert_problem(client.post("/refresh", json={"refresh_token": body["refresh_token"]}), 401, "token_expired")

@@ -199,3 +199,22 @@ def test_security_headers_are_complete(client, user):
     assert "Strict-Transport-Security" not in response.headers
     secure = client.get("/health", base_url="https://localhost")
     assert secure.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+@pytest.mark.parametrize(
+    ("path", "raw_body", "field"),
+    [
+        ("/login", '{"username": "a\\u0000b", "password": "whatever it is"}', "username"),
+        ("/signup", '{"email": "s@example.com", "password": "long enough pw", "name": "\\ud800"}', "name"),
+        ("/login", '{"email": "s@example.com", "password": "pass\\udfffword"}', "password"),
+        ("/checkToken", '{"token": "a.b.c\\u0000"}', "token"),
+    ],
+)
+def test_text_no_database_can_store_is_400(client, path, raw_body, field):
+    problem = assert_problem(client.post(path, data=raw_body, content_type="application/json"), 400, "validation_error")
+    assert field in problem["errors"]
+
+
+def test_nul_in_query_is_400(client, admin):
+    response = client.get("/users", query_string={"q": "a\x00b"}, headers=bearer(admin["access_token"]))
+    assert "q" in assert_problem(response, 400, "validation_error")["errors"]

@@ -26,6 +26,11 @@ def test_common_password_list_is_large_and_real():
         ("my-annabelle-pass", "email address"),
         ("MyAnnabellePass!", "email address"),
         ("zz-Bobby_T-zz", "username"),
+        ("        ", "repeated"),
+        ("ababababab", "repeated"),
+        ("xyzxyzxyz", "repeated"),
+        ("34567890", "sequential"),
+        ("qponmlkjih", "sequential"),
     ],
 )
 def test_signup_refuses_weak_password_with_reason(client, password, reason):
@@ -34,7 +39,7 @@ def test_signup_refuses_weak_password_with_reason(client, password, reason):
     assert any(reason in message for message in problem["errors"]["password"]), problem
 
 
-@pytest.mark.parametrize("password", ["correct horse battery staple", "ab!" * 3, "Tr0ub4dor&3-x"])
+@pytest.mark.parametrize("password", ["correct horse battery staple", "ab!cd?ef", "Tr0ub4dor&3-x"])
 def test_signup_accepts_uncommon_password_without_composition_rules(client, password):
     body = {"email": "al@example.com", "password": password, "name": "Al"}
     assert client.post("/signup", json=body).status_code == 201
