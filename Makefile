@@ -6,7 +6,7 @@ PORT ?= 8443
 CERT_DIR ?= instance/certs
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench clean venv migrate cert secret
+.PHONY: run test lint bench bench-smoke clean venv migrate cert secret
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,26 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## make bench: the full benchmark (1,000 and 1,000,000 users, ~15 min, needs PostgreSQL; installs wrk if missing); writes bench/RESULTS.md
+bench: venv
+	$(BIN)/python -m bench.harness $(BENCH_ARGS)
+
+## make bench-smoke: the same harness for a few seconds per endpoint (make test runs it too); writes bench/out/
+bench-smoke: venv
+	$(BIN)/python -m bench.harness --smoke $(BENCH_ARGS)
+
 ## make secret: print a fresh JWT_SECRET_KEY
 secret:
 	@$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(48))"
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+## make test-deploy: only the deployment tests (entrypoint, nginx gateway, scale-out, image, compose, Kubernetes); installs nginx if missing
+.PHONY: test-deploy image
+test-deploy: venv
+	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
+
+## make image: build the container image (needs Docker; see docs/OPERATIONS.md)
+image:
+	docker build -t auth-service:local .

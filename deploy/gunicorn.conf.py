@@ -1,16 +1,175 @@
-"""gunicorn settings for every deployment; TLS files and the bind address come from the command line or env."""
+"""gunicorn settings for every deployment (`make run`, the container, Kubernetes).
 
-import multiprocessing
+Everything is read from the environment; command-line flags (`--bind`, `--certfile`, ...) win.
+
+| variable | meaning | default |
+|---|---|---|
+| GUNICORN_BIND | address:port to listen on | 0.0.0.0:8443 |
+| GUNICORN_WORKERS | worker processes | 2 x usable CPUs + 1 (cgroup quota aware) |
+| GUNICORN_THREADS | threads per gthread worker | 4 |
+| GUNICORN_TIMEOUT | seconds a request may take before its worker is restarted | 30 |
+| GUNICORN_GRACEFUL_TIMEOUT | seconds in-flight requests get to finish after SIGTERM | 30 |
+| GUNICORN_KEEPALIVE | seconds an idle keep-alive connection is held open | 5 |
+| GUNICORN_MAX_REQUESTS | restart a worker after this many requests (0 = never) | 0 |
+| TLS_CERT_FILE, TLS_KEY_FILE | serve HTTPS with this certificate chain and key (both or neither) | unset: plain HTTP |
+| TRUSTED_PROXIES | comma-separated IPs/CIDRs of the proxies in front, whose X-Forwarded-* are believed | none |
+| GUNICORN_CONTROL_SOCKET | path of gunicorn's control socket (gunicornc) | unset: no control socket |
+| PROMETHEUS_MULTIPROC_DIR | where workers keep metrics for /metrics (emptied at start) | a new folder in $TMPDIR |
+"""
+
+import math
 import os
+import shutil
+import ssl
+import tempfile
+from pathlib import Path
 
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    """An integer setting from the environment, refusing nonsense with a clear message."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise RuntimeError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """The CPU limit of this container in CPUs (cgroup v2 or v1), or None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may really use: its affinity, capped by a container CPU limit.
+
+    os.cpu_count() reports the whole node, so a pod limited to 1 CPU on a 64-core node would
+    otherwise start 129 workers and be killed for memory.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
+
+
+wsgi_app = "wsgi:app"
+proc_name = "auth-service"
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8443")
+
+# gthread: a few processes, each with a thread pool; the work is argon2 (releases the GIL) and
+# database round-trips, so threads overlap well.
 worker_class = "gthread"
-workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", 4))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
-keepalive = 5
-certfile = os.environ.get("TLS_CERT_FILE") or None
-keyfile = os.environ.get("TLS_KEY_FILE") or None
+workers = _env_int("GUNICORN_WORKERS", 2 * usable_cpus() + 1, minimum=1)
+threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
+timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=1)
+# SIGTERM (docker stop, Kubernetes) stops accepting, lets in-flight requests finish for this
+# long, then exits. Keep Kubernetes' terminationGracePeriodSeconds above it.
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
+# A proxy that pools upstream connections must close idle ones before this (nginx upstream
+# keepalive_timeout below it), or it may send on a connection gunicorn is closing.
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0, minimum=0)
+max_requests_jitter = max_requests // 10
+
+# TLS. Both files or neither: half a TLS configuration is a mistake, not plain HTTP.
+certfile = os.environ.get("TLS_CERT_FILE", "").strip() or None
+keyfile = os.environ.get("TLS_KEY_FILE", "").strip() or None
+if (certfile is None) != (keyfile is None):
+    raise RuntimeError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
+
+
+def ssl_context(config, default_ssl_context_factory):
+    """The default context with old protocol versions refused (TLS 1.2 is the floor)."""
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+# Behind a TLS-terminating proxy: believe X-Forwarded-Proto only from the addresses the app
+# trusts too (TRUSTED_PROXIES; unset = nobody, not gunicorn's own loopback default), so
+# request.is_secure (HSTS) reflects the client's connection. The app applies X-Forwarded-For
+# from the same list. Only that one header here: the other "secure scheme" headers gunicorn
+# knows would let a client make its requests fail to parse.
+forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "").strip()
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+# No proxy may rewrite SCRIPT_NAME/PATH_INFO through headers; URL_PREFIX is the mount point.
+forwarder_headers = ""
+
+# The heartbeat file lives in memory: /tmp may be a slow disk, and the root filesystem is
+# read-only in Kubernetes.
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+# gunicorn 25+ opens a control socket under $HOME by default: not writable on a read-only
+# root filesystem, and two instances on one host would share it. Opt in with a path.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip() or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
+
 accesslog = "-"
 errorlog = "-"
+
+
+_MADE_MARK = "AUTH_SERVICE_METRICS_DIR_MADE"  # the folder on_starting made, so on_exit removes only that
+
+
+def on_starting(server):
+    """Give prometheus_client's multiprocess mode an empty folder before any worker starts.
+
+    Workers inherit PROMETHEUS_MULTIPROC_DIR and write their metrics there; /metrics adds up
+    every worker's (app/observability.py). Files left by an earlier run would be added too.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+    else:
+        # $TMPDIR or /tmp (an emptyDir in Kubernetes): each worker maps a few MiB of files there.
+        made = tempfile.mkdtemp(prefix="auth-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+        os.environ[_MADE_MARK] = made
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges must stop counting."""
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics folder this instance made for itself."""
+    made = os.environ.get(_MADE_MARK)
+    if made and made == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def when_ready(server):
+    """Say once, at start, how this instance serves."""
+    scheme = "https" if server.cfg.certfile else "http (TLS must be terminated in front)"
+    server.log.info(
+        "auth-service ready: %s on %s, %d workers x %d threads, trusting X-Forwarded-Proto from %s",
+        scheme,
+        ", ".join(server.cfg.bind),
+        server.cfg.workers,
+        server.cfg.threads,
+        ", ".join(server.cfg.forwarded_allow_ips) or "nobody",
+    )

@@ -1,0 +1,177 @@
+"""deploy/k8s/: every manifest against the Kubernetes API schemas (kubernetes-validate, strict: an
+unknown field is an error), and the properties the service depends on."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes_validate import utils as k8s
+
+from config import ConfigError, get_config
+from tests.deploy.conftest import ROOT
+
+K8S_DIR = ROOT / "deploy" / "k8s"
+# The oldest Kubernetes these manifests are meant for; every API they use is GA there.
+KUBERNETES_VERSION = "1.33.0"
+MANIFESTS = sorted(K8S_DIR.glob("*.yaml"))
+
+
+def load(path: Path) -> list[dict]:
+    """The documents of one manifest file."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.fixture(scope="module")
+def objects() -> dict[str, dict]:
+    """Every object, by kind (one of each kind here)."""
+    found: dict[str, dict] = {}
+    for path in MANIFESTS:
+        for doc in load(path):
+            assert doc["kind"] not in found, f"two {doc['kind']} objects: adapt this test"
+            found[doc["kind"]] = doc
+    return found
+
+
+def test_the_expected_manifests_are_there(objects):
+    assert set(objects) >= {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "Job",
+        "CronJob",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Ingress",
+    }
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda path: path.name)
+def test_manifest_is_valid_for_kubernetes_in_strict_mode(path):
+    for doc in load(path):
+        k8s.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_strict_validation_catches_a_misspelled_field(objects):
+    broken = copy.deepcopy(objects["Deployment"])
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(k8s.ValidationError):
+        k8s.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def pod_spec(obj: dict) -> dict:
+    """The pod template's spec of a Deployment, Job or CronJob."""
+    spec = obj["spec"]
+    if obj["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
+def assert_hardened(pod: dict) -> None:
+    """Non-root, read-only root filesystem, no privilege escalation, no capabilities, /tmp writable."""
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][kind]), (container["name"], kind)
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], "the only writable place is an emptyDir on /tmp"
+
+
+def test_deployment_probes_health_and_ready_over_https(objects):
+    container = pod_spec(objects["Deployment"])["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"https": 8443}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "https", "scheme": "HTTPS"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "https", "scheme": "HTTPS"}
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    # The probes' paths are only right when the service is mounted at the root.
+    assert objects["ConfigMap"]["data"]["URL_PREFIX"] == ""
+
+
+def test_deployment_pods_are_hardened(objects):
+    assert_hardened(pod_spec(objects["Deployment"]))
+
+
+def test_deployment_serves_with_the_mounted_tls_secret(objects):
+    pod = pod_spec(objects["Deployment"])
+    config = objects["ConfigMap"]["data"]
+    mounts = {mount["name"]: mount for mount in pod["containers"][0]["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    tls_dir = mounts["tls"]["mountPath"]
+    assert volumes["tls"]["secret"]["secretName"] == "auth-tls"
+    assert (config["TLS_CERT_FILE"], config["TLS_KEY_FILE"]) == (f"{tls_dir}/tls.crt", f"{tls_dir}/tls.key")
+    assert "PLAIN_HTTP" not in config
+
+
+def test_shutdown_fits_in_the_grace_period(objects):
+    pod = pod_spec(objects["Deployment"])
+    pause = int(pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    graceful = int(objects["ConfigMap"]["data"]["GUNICORN_GRACEFUL_TIMEOUT"])
+    assert pod["terminationGracePeriodSeconds"] > pause + graceful
+
+
+def test_the_migration_job_runs_flask_db_upgrade_with_the_deployments_image(objects):
+    job, deployment = objects["Job"], objects["Deployment"]
+    pod = pod_spec(job)
+    command = " ".join(pod["containers"][0]["command"])
+    assert "flask db upgrade" in command
+    assert "dbctl.py wait" in command and "dbctl.py locked" in command
+    assert pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["image"] == pod_spec(deployment)["containers"][0]["image"]
+    assert pod["containers"][0]["envFrom"] == pod_spec(deployment)["containers"][0]["envFrom"]
+    assert_hardened(pod)
+    # Serving pods leave migrations to the Job.
+    assert objects["ConfigMap"]["data"]["MIGRATE_ON_START"] == "0"
+
+
+def test_the_purge_cronjob_runs_purge_tokens(objects):
+    pod = pod_spec(objects["CronJob"])
+    assert pod["containers"][0]["command"] == ["flask", "purge-tokens"]
+    assert objects["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
+    assert_hardened(pod)
+
+
+def test_selectors_pick_the_serving_pods_only(objects):
+    serving = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    others = [pod["metadata"]["labels"] for pod in (objects["Job"]["spec"]["template"],)]
+    others.append(objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"])
+    for selector in (
+        objects["Service"]["spec"]["selector"],
+        objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        objects["Deployment"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= serving.items()
+        for labels in others:
+            assert not selector.items() <= labels.items(), "a job pod would receive traffic"
+
+
+def test_autoscaler_disruption_budget_service_and_ingress_fit_together(objects):
+    deployment, service = objects["Deployment"], objects["Service"]
+    hpa, pdb, ingress = objects["HorizontalPodAutoscaler"], objects["PodDisruptionBudget"], objects["Ingress"]
+    assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "auth"}
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 8443, "targetPort": "https", "protocol": "TCP", "appProtocol": "https"}
+    ]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": "https"}}
+    assert ingress["spec"]["tls"][0]["hosts"] == [ingress["spec"]["rules"][0]["host"]]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+
+
+def test_the_example_secret_cannot_be_deployed_as_it_is(objects):
+    settings = {**objects["ConfigMap"]["data"], **objects["Secret"]["stringData"]}
+    with pytest.raises(ConfigError, match="placeholder"):
+        get_config(settings)
