@@ -195,6 +195,8 @@ class BaseConfig:
         # In-process revocation view kept current by LISTEN/NOTIFY (PostgreSQL only; see
         # app/services/revocations.py). Off, every check reads the database.
         self.REVOCATION_CACHE = _bool(env, "REVOCATION_CACHE", True)
+        # /checkToken and /validate answered before Flask's machinery (app/hotpath.py).
+        self.HOT_PATH = _bool(env, "HOT_PATH", True)
         self.LOG_FORMAT = _choice(env, "LOG_FORMAT", self.DEFAULT_LOG_FORMAT, ("json", "text"))
         self.LOG_LEVEL = _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
         self.METRICS_ENABLED = _bool(env, "METRICS_ENABLED", True)

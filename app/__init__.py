@@ -19,14 +19,23 @@ def create_app(config: BaseConfig | Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(settings.as_dict())
     # RFC 8259 JSON is UTF-8; say so for clients that guess otherwise.
     app.json.mimetype = "application/json; charset=utf-8"
-    if app.config["TRUSTED_PROXIES"]:
-        app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"]))
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_hooks(app)
     register_commands(app)
+    register_middleware(app)
     return app
+
+
+def register_middleware(app: Flask) -> None:
+    """WSGI layers around Flask: the hot path inside, trusted-proxy rewriting outermost."""
+    if app.config["HOT_PATH"]:
+        from app.hotpath import HotPath
+
+        app.wsgi_app = HotPath(app, app.wsgi_app)
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"]))
 
 
 def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig:
@@ -110,18 +119,11 @@ def register_errorhandlers(app: Flask) -> None:
     register(app)
 
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-}
-
-
 def register_hooks(app: Flask) -> None:
     """Body checks before each request; request id, caching and security headers after."""
     from app.api.base import check_body, check_query, remember_origin
     from app.errors import request_id
+    from app.http import HSTS, NO_STORE, SECURITY_HEADERS
     from app.observability import init_observability
 
     init_observability(app)
@@ -136,10 +138,9 @@ def register_hooks(app: Flask) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if "Cache-Control" not in response.headers:
-            response.headers["Cache-Control"] = "no-store"
-            response.headers["Pragma"] = "no-cache"
+            response.headers.update(NO_STORE)
         if request.is_secure:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+            response.headers.setdefault(*HSTS)
         return response
 
 

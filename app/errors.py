@@ -7,13 +7,14 @@ humans. Internal causes are logged, never sent (RFC 9457, ASVS 7.4.1).
 from __future__ import annotations
 
 import logging
-import uuid
 from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, current_app, g, json, request
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, TimeoutError
 from werkzeug.exceptions import HTTPException
+
+from app.http import choose_request_id
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +196,7 @@ def request_id() -> str:
     """The id of the current request: the caller's X-Request-ID if sane, else a new one."""
     rid = g.get("request_id")
     if rid is None:
-        given = request.headers.get("X-Request-ID", "")
-        rid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
-        g.request_id = rid
+        rid = g.request_id = choose_request_id(request.headers.get("X-Request-ID"))
     return rid
 
 

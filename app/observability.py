@@ -60,7 +60,8 @@ class RequestIdFilter(logging.Filter):
         """Attach request_id (or None outside a request)."""
         from flask import has_request_context
 
-        record.request_id = g.get("request_id") if has_request_context() else None
+        if getattr(record, "request_id", None) is None:  # the hot path passes its own
+            record.request_id = g.get("request_id") if has_request_context() else None
         return True
 
 

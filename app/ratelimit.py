@@ -9,9 +9,17 @@ enumeration, token guessing), a tighter budget that only failed answers use up
 
 from __future__ import annotations
 
+import math
+import time
+
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from app.errors import AppError
 
 FAILURE_STATUSES = frozenset({401, 403, 409})
 
@@ -20,7 +28,6 @@ LIMITED_ENDPOINTS = {
     "auth.login": ("RATELIMIT_LOGIN", "RATELIMIT_LOGIN_FAILURES"),
     "auth.signup": ("RATELIMIT_SIGNUP", "RATELIMIT_SIGNUP_FAILURES"),
     "auth.refresh": ("RATELIMIT_REFRESH", "RATELIMIT_REFRESH_FAILURES"),
-    "auth.check_token": ("RATELIMIT_CHECKTOKEN", None),
 }
 
 
@@ -49,4 +56,56 @@ def init_rate_limits(app: Flask) -> Limiter:
         view = limiter.limit(config[limit_key], scope=endpoint)(view)
         app.view_functions[endpoint] = view
     app.extensions["auth_limiter"] = limiter
+    app.extensions["checktoken_limit"] = AddressLimit(
+        "checktoken",
+        config["RATELIMIT_CHECKTOKEN"],
+        storage_uri=config["RATELIMIT_STORAGE_URI"],
+        prefix=config["RATELIMIT_KEY_PREFIX"],
+        enabled=config["RATELIMIT_ENABLED"],
+    )
     return limiter
+
+
+class RateLimited(AppError):
+    """Too many requests from this address."""
+
+    status = 429
+    code = "rate_limited"
+    detail = "Too many requests; slow down."
+
+    def __init__(self, retry_after: int) -> None:
+        """Say when to come back."""
+        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
+
+
+class AddressLimit:
+    """A per-address limit checked with `limits` itself (Flask-Limiter's engine), for /checkToken.
+
+    /checkToken is answered by the hot path (app/hotpath.py) without Flask's request machinery,
+    so its limit cannot ride on Flask-Limiter's hooks; this one object serves both that path and
+    the Flask view, with the same storage (Redis when REDIS_URL is set) and the same budget.
+    """
+
+    def __init__(self, name: str, limits: str, *, storage_uri: str, prefix: str, enabled: bool) -> None:
+        """Parse the limits and open the storage."""
+        self.name = f"{prefix}:{name}"
+        self.items: list[RateLimitItem] = parse_many(limits)
+        self.enabled = enabled
+        self.strategy = FixedWindowRateLimiter(storage_from_string(storage_uri)) if enabled else None
+
+    def retry_after(self, address: str | None) -> int | None:
+        """Count a request from `address`; None if allowed, else seconds until it would be."""
+        if self.strategy is None:
+            return None
+        key = address or "unknown"
+        for item in self.items:
+            if not self.strategy.hit(item, self.name, key):
+                reset = self.strategy.get_window_stats(item, self.name, key).reset_time
+                return max(1, math.ceil(reset - time.time()))
+        return None
+
+    def check(self, address: str | None) -> None:
+        """Raise RateLimited when over the limit."""
+        wait = self.retry_after(address)
+        if wait is not None:
+            raise RateLimited(wait)

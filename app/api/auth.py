@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g
+from flask import current_app, g, request
 
 from app.api.base import BEARER_SECURITY, Blueprint, bearer_token, client_info, login_required, token_argument
 from app.errors import TokenError
@@ -72,7 +72,12 @@ def logout(args):
 @blp.response(200, TokenResponseSchema)
 @blp.problem(503, "Validity cannot be established now")
 def check_token(args):
-    """Tell a service whether an access token is valid, and whose it is."""
+    """Tell a service whether an access token is valid, and whose it is.
+
+    The common case is answered by app/hotpath.py before Flask; this view answers the rest
+    (and everything when the hot path is off), with the same result.
+    """
+    current_app.extensions["checktoken_limit"].check(request.remote_addr)
     return tokens.check_token(token_argument(args, "token"))
 
 

@@ -101,7 +101,7 @@ def check_query() -> None:
         _refuse_unstorable_text(value, name)
 
 
-def _unstorable(text: str) -> bool:
+def unstorable(text: str) -> bool:
     """NUL (PostgreSQL refuses it) or a lone surrogate (not encodable as UTF-8)."""
     if "\x00" in text:
         return True
@@ -121,12 +121,12 @@ def _refuse_unstorable_text(value: Any, path: str) -> None:
     would otherwise surface as a 500 from deep in a driver.
     """
     if isinstance(value, str):
-        if _unstorable(value):
+        if unstorable(value):
             message = "Must not contain NUL or unpaired surrogate characters."
             raise ValidationFailed(errors={path or "_schema": [message]})
     elif isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, str) and _unstorable(key):
+            if isinstance(key, str) and unstorable(key):
                 raise ValidationFailed(errors={"_schema": ["Field names must be plain text."]})
             _refuse_unstorable_text(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list):
