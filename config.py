@@ -200,6 +200,8 @@ class BaseConfig:
         self.LOG_FORMAT = _choice(env, "LOG_FORMAT", self.DEFAULT_LOG_FORMAT, ("json", "text"))
         self.LOG_LEVEL = _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
         self.METRICS_ENABLED = _bool(env, "METRICS_ENABLED", True)
+        # When set, /metrics wants `Authorization: Bearer <METRICS_TOKEN>` (scrapers can send it).
+        self.METRICS_TOKEN = _text(env, "METRICS_TOKEN")
         # Flask's own session is not used (tokens travel as Bearer); a per-process random key
         # keeps Flask-Login from failing on a forged remember cookie, and is no fallback secret.
         self.SECRET_KEY = _text(env, "SECRET_KEY") or secrets.token_urlsafe(32)

@@ -14,6 +14,7 @@ Everything is read from the environment; command-line flags (`--bind`, `--certfi
 | TLS_CERT_FILE, TLS_KEY_FILE | serve HTTPS with this certificate chain and key (both or neither) | unset: plain HTTP |
 | TRUSTED_PROXIES | comma-separated IPs/CIDRs of the proxies in front, whose X-Forwarded-* are believed | none |
 | GUNICORN_CONTROL_SOCKET | path of gunicorn's control socket (gunicornc) | unset: no control socket |
+| GUNICORN_ACCESS_LOG | 1: gunicorn's own access log too (the app already logs every request as JSON) | off |
 | PROMETHEUS_MULTIPROC_DIR | where workers keep metrics for /metrics (emptied at start) | a new folder in $TMPDIR |
 """
 
@@ -121,7 +122,9 @@ worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip() or "gunicorn.ctl"
 control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
 
-accesslog = "-"
+# The app writes one JSON line per request itself, with its request id (app/observability.py);
+# gunicorn's own access log would repeat it without one. GUNICORN_ACCESS_LOG=1 turns it on.
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").strip() in ("1", "true", "yes") else None
 errorlog = "-"
 
 

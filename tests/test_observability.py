@@ -74,3 +74,10 @@ def test_logs_are_json_with_request_id_and_no_secrets(make_app, capsys):
     assert {"time", "level", "logger", "duration_ms", "method", "remote_addr"} <= set(first)
     for forbidden in (PASSWORD, signup["access_token"], signup["refresh_token"], secret, "$argon2"):
         assert forbidden not in logged
+
+
+def test_metrics_token_guards_metrics(make_app):
+    client = make_app(METRICS_TOKEN="scrape-secret-value").test_client()
+    assert_problem(client.get("/metrics"), 401, "missing_token")
+    assert_problem(client.get("/metrics", headers=bearer("wrong")), 401, "invalid_token")
+    assert client.get("/metrics", headers=bearer("scrape-secret-value")).status_code == 200

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+
 from flask import current_app
 
 from app import observability
-from app.api.base import Blueprint
-from app.errors import NotFound, ServiceUnavailable
+from app.api.base import Blueprint, bearer_token
+from app.errors import NotFound, ServiceUnavailable, TokenError
 from app.schemas.meta import HealthSchema, JWKSetSchema
 from app.services import health, tokens
 
@@ -39,10 +41,14 @@ def readiness():
     }
 )
 @blp.problem(404, "Metrics are disabled (METRICS_ENABLED=false)")
+@blp.problem(401, "METRICS_TOKEN is set and the Bearer credential is not it")
 def metrics():
     """Prometheus metrics of every worker: requests, latency, logins, tokens issued and revoked, reuse."""
     if not current_app.config["METRICS_ENABLED"]:
         raise NotFound()
+    expected = current_app.config["METRICS_TOKEN"]
+    if expected and not hmac.compare_digest((bearer_token() or "").encode(), expected.encode()):
+        raise TokenError("This needs the metrics token.", code="invalid_token" if bearer_token() else "missing_token")
     return observability.metrics_response()
 
 

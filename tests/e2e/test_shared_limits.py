@@ -37,7 +37,7 @@ def test_limits_are_shared_by_two_workers(tmp_path, redis_client):
         "sqlite",
         tls=False,
         workers=2,
-        extra_args=("--access-logformat", "pid=%(p)s %(U)s %(s)s"),
+        extra_args=("--access-logfile", "-", "--access-logformat", "pid=%(p)s %(U)s %(s)s"),
         REDIS_URL=REDIS_URL,
         RATELIMIT_KEY_PREFIX=prefix,
         RATELIMIT_LOGIN_FAILURES="5/minute",
