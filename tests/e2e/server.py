@@ -45,7 +45,7 @@ class Server:
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, context=self.context, timeout=10) as response:
+            with urllib.request.urlopen(request, context=self.context, timeout=30) as response:
                 return response.status, response.headers, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, error.headers, json.loads(error.read() or b"null")
