@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.api import audit, auth, me, meta, users
-from app.api.base import Api
+from app.api.base import Api, ProblemResponses
 
 BLUEPRINTS = (auth.blp, me.blp, users.blp, audit.blp, meta.blp)
 API_DESCRIPTION = """Accounts and JWTs.
@@ -30,7 +30,7 @@ API_DESCRIPTION = """Accounts and JWTs.
 def register_blueprints(app: Flask) -> None:
     """Mount every blueprint under URL_PREFIX and document the Bearer scheme."""
     prefix = app.config["URL_PREFIX"]
-    api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}, "extra_plugins": [ProblemResponses()]})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint, url_prefix=prefix or None)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})

@@ -10,11 +10,11 @@ blp = Blueprint("audit", __name__, description="Audit trail")
 
 
 @blp.route("/audit", methods=["GET"])
+@admin_required
 @blp.arguments(AuditQuerySchema, location="query")
 @blp.response(200, AuditListSchema)
 @blp.problem(403)
 @blp.doc(security=BEARER_SECURITY)
-@admin_required
 def list_events(args):
     """Security events, newest first, filtered by user (actor or target) and event (admins)."""
     items, total = audit.list_events(

@@ -56,11 +56,11 @@ def refresh(args):
 
 
 @blp.route("/logout", methods=["POST"])
+@login_required
 @blp.arguments(LogoutRequestSchema)
 @blp.response(200, LogoutResponseSchema)
 @blp.problem(401)
 @blp.doc(security=BEARER_SECURITY)
-@login_required
 def logout(args):
     """Revoke this access token and its session; `all: true` ends every session of the user."""
     tokens.logout(g.token, refresh_token=args.get("refresh_token"), everywhere=args["all"])

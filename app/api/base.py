@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 import flask_smorest
+from apispec import BasePlugin
 from flask import g, request
 from flask_login import current_user, login_required
 from flask_smorest.utils import prepare_response
@@ -57,6 +58,35 @@ class Blueprint(flask_smorest.Blueprint):
             description=description or HTTPStatus(status).phrase,
             content_type=PROBLEM_MIMETYPE,
         )
+
+
+class ProblemResponses(BasePlugin):
+    """apispec plugin: document the errors every operation can answer, not only its own.
+
+    400 where input is parsed, 413/415 where a body is read, 401 where a token is required,
+    429 on the rate-limited endpoints, 503 everywhere (the database), each a problem+json
+    document (the shared responses registered by Api below).
+    """
+
+    RATE_LIMITED = frozenset({"/login", "/signup", "/refresh", "/checkToken"})
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        """Add the shared error responses to each operation of `path`."""
+        for method, operation in (operations or {}).items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = operation.setdefault("responses", {})
+            wanted = {"503": "SERVICE_UNAVAILABLE"}
+            if operation.get("parameters") or "requestBody" in operation:
+                wanted["400"] = "BAD_REQUEST"
+            if method in ("post", "put", "patch", "delete"):
+                wanted.update({"413": "REQUEST_ENTITY_TOO_LARGE", "415": "UNSUPPORTED_MEDIA_TYPE"})
+            if operation.get("security") and operation["security"] != [{}]:
+                wanted["401"] = "UNAUTHORIZED"
+            if any(path and path.endswith(limited) for limited in self.RATE_LIMITED):
+                wanted["429"] = "TOO_MANY_REQUESTS"
+            for status, name in wanted.items():
+                responses.setdefault(status, name)
 
 
 class Api(flask_smorest.Api):

@@ -14,33 +14,33 @@ blp = Blueprint("me", __name__, description="The signed-in user's own account")
 
 
 @blp.route("/me", methods=["GET"])
+@login_required
 @blp.response(200, UserResponseSchema)
 @blp.problem(401)
 @blp.doc(security=BEARER_SECURITY)
-@login_required
 def get_me():
     """The signed-in user."""
     return {"user": current_user}
 
 
 @blp.route("/me", methods=["PATCH"])
+@login_required
 @blp.arguments(UserUpdateMeSchema)
 @blp.response(200, UserResponseSchema)
 @blp.problem(409, "email_taken or username_taken")
 @blp.doc(security=BEARER_SECURITY)
-@login_required
 def update_me(args):
     """Change one's own name, email or username (a new email is unverified)."""
     return {"user": accounts.update_me(caller(), args)}
 
 
 @blp.route("/me", methods=["DELETE"])
+@login_required
 @blp.arguments(DeleteMeSchema)
 @blp.response(200, MessageResponseSchema)
 @blp.problem(401, "invalid_credentials: wrong password")
 @blp.problem(409, "last_admin")
 @blp.doc(security=BEARER_SECURITY)
-@login_required
 def delete_me(args):
     """Delete one's own account and every token of it; needs the password."""
     accounts.delete_me(caller(), password=args["password"])
@@ -48,11 +48,11 @@ def delete_me(args):
 
 
 @blp.route("/me/password", methods=["POST"])
+@login_required
 @blp.arguments(PasswordChangeSchema)
 @blp.response(200, MessageResponseSchema)
 @blp.problem(401, "invalid_credentials: wrong current password")
 @blp.doc(security=BEARER_SECURITY)
-@login_required
 def change_password(args):
     """Change the password; every other session is revoked, this one stays signed in."""
     accounts.change_password(caller(), current_sid=g.token.sid, **args)
@@ -60,19 +60,19 @@ def change_password(args):
 
 
 @blp.route("/me/sessions", methods=["GET"])
+@login_required
 @blp.response(200, SessionListSchema)
 @blp.doc(security=BEARER_SECURITY)
-@login_required
 def list_sessions():
     """The signed-in user's live sessions; `current` marks the caller's."""
     return {"items": accounts.list_sessions(caller(), current_sid=g.token.sid)}
 
 
 @blp.route("/me/sessions/<session_id>", methods=["DELETE"])
+@login_required
 @blp.response(200, MessageResponseSchema)
 @blp.problem(404)
 @blp.doc(security=BEARER_SECURITY)
-@login_required
 def revoke_session(session_id):
     """Revoke one of one's own sessions and every token of it."""
     accounts.revoke_session(caller(), session_id)

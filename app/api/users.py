@@ -11,11 +11,11 @@ blp = Blueprint("users", __name__, description="User management")
 
 
 @blp.route("/users", methods=["GET"])
+@admin_required
 @blp.arguments(UserListQuerySchema, location="query")
 @blp.response(200, UserListSchema)
 @blp.problem(403)
 @blp.doc(security=BEARER_SECURITY)
-@admin_required
 def list_users(args):
     """List users, paginated and filtered (admins)."""
     items, total = users.list_users(**args)
@@ -23,11 +23,12 @@ def list_users(args):
 
 
 @blp.route("/users", methods=["POST"])
+@admin_required
 @blp.arguments(UserCreateSchema)
 @blp.response(201, UserResponseSchema)
 @blp.problem(409, "email_taken or username_taken")
 @blp.doc(security=BEARER_SECURITY)
-@admin_required
+@blp.problem(403)
 def create_user(args):
     """Create a user with a role and status (admins)."""
     args.pop("password_confirm", None)
@@ -35,31 +36,36 @@ def create_user(args):
 
 
 @blp.route("/users/<user_id>", methods=["GET"])
+@login_required
 @blp.response(200, UserResponseSchema)
 @blp.problem(404)
 @blp.doc(security=BEARER_SECURITY)
-@login_required
+@blp.problem(403)
 def get_user(user_id):
     """One user (admins, or the user themself)."""
     return {"user": users.visible_user(actor=caller(), target_id=user_id)}
 
 
 @blp.route("/users/<user_id>", methods=["PATCH"])
+@login_required
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserResponseSchema)
 @blp.problem(409, "email_taken, username_taken or last_admin")
 @blp.doc(security=BEARER_SECURITY)
-@login_required
+@blp.problem(403)
+@blp.problem(404)
 def update_user(args, user_id):
     """Change a user: admins any field; the user themself name, email and username."""
     return {"user": users.update_user(actor=caller(), target_id=user_id, changes=args)}
 
 
 @blp.route("/users/<user_id>", methods=["DELETE"])
+@login_required
 @blp.response(200, MessageResponseSchema)
 @blp.problem(409, "last_admin")
 @blp.doc(security=BEARER_SECURITY)
-@login_required
+@blp.problem(403)
+@blp.problem(404)
 def delete_user(user_id):
     """Delete a user and all their tokens (admins, or the user themself)."""
     users.delete_user(actor=caller(), target_id=user_id)

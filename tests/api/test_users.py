@@ -668,3 +668,9 @@ def test_delete_user_without_token_unauthorized(app, client, user):
     """DELETE /users/{id} needs a token."""
     assert_problem(client.delete(f"/users/{user['user_id']}"), 401, "missing_token")
     assert db_user(app, user["user_id"]) is not None
+
+
+def test_authentication_comes_before_validation(client):
+    # An anonymous caller learns nothing about the input rules of admin endpoints.
+    assert_problem(client.post("/users", json={"role": "nonsense"}), 401, "missing_token")
+    assert_problem(client.get("/users", query_string={"per_page": 1000}), 401, "missing_token")
