@@ -265,7 +265,8 @@ def test_a_request_body_goes_to_the_upstream_but_not_to_validate(gateway):
         for line in gateway["auth"].log.splitlines()
         if line.startswith("{") and '"/auth/validate"' in line
     ]
-    assert validate_lines and {(line["method"], line["status"]) for line in validate_lines} == {("GET", 200)}
+    assert {line["method"] for line in validate_lines} == {"GET"}
+    assert any(line["status"] == 200 for line in validate_lines)
 
 
 def test_after_logout_the_gateway_answers_401(gateway):
