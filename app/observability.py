@@ -65,6 +65,18 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """Readable lines for development: the request fields follow the message."""
+
+    FIELDS = ("method", "path", "status", "duration_ms", "remote_addr")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The usual line, plus key=value for each request field present."""
+        line = super().format(record)
+        extras = " ".join(f"{name}={getattr(record, name)}" for name in self.FIELDS if hasattr(record, name))
+        return f"{line} {extras}" if extras else line
+
+
 def configure_logging(app: Flask) -> None:
     """JSON lines on stderr (LOG_FORMAT=json, the production default) or readable text."""
     handler = logging.StreamHandler(sys.stderr)
@@ -78,7 +90,7 @@ def configure_logging(app: Flask) -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger("app")
     root.handlers[:] = [handler]
     root.setLevel(app.config["LOG_LEVEL"])
