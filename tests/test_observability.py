@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from tests.api.test_auth import assert_problem
 from tests.conftest import PASSWORD, bearer
+from tests.helpers import assert_problem
 
 
 def metric(text: str, name: str, **labels) -> float:

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from tests.api.test_auth import assert_problem
 from tests.conftest import PASSWORD
+from tests.helpers import assert_problem
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from sqlalchemy import update
 
 from app.extensions import db
 from app.models import AuditEvent, utcnow
-from tests.api.test_auth import assert_problem
 from tests.conftest import PASSWORD, bearer
+from tests.helpers import assert_problem
 
 NEW_PASSWORD = "a different long passphrase"
 

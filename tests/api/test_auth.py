@@ -8,20 +8,7 @@ import pytest
 from app.extensions import db
 from app.models import User
 from tests.conftest import PASSWORD, bearer
-
-USER_FIELDS = {"id", "email", "username", "name", "role", "is_active", "email_verified", "created_at", "updated_at"}
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    """The response is a problem+json document with this status and code."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert body["success"] is False
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["title"] and body["detail"]
-    return body
+from tests.helpers import USER_FIELDS, assert_problem
 
 
 def assert_token_pair(body: dict) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.test_auth import assert_problem
 from tests.conftest import PASSWORD, bearer, make_test_app
+from tests.helpers import assert_problem
 
 ENDPOINTS = [
     ("post", "/signup"),

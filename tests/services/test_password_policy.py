@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.services.passwords import common_passwords
-from tests.api.test_auth import assert_problem
 from tests.conftest import PASSWORD, bearer
+from tests.helpers import assert_problem
 
 
 def test_common_password_list_is_large_and_real():
