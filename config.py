@@ -191,6 +191,8 @@ class BaseConfig:
         self.ARGON2_TIME_COST = _int(env, "ARGON2_TIME_COST", 2, minimum=1)
         self.ARGON2_MEMORY_COST = _int(env, "ARGON2_MEMORY_COST", 19456, minimum=8)
         self.ARGON2_PARALLELISM = _int(env, "ARGON2_PARALLELISM", 1, minimum=1)
+        # argon2 computations at once per worker process (app/services/passwords.py).
+        self.PASSWORD_HASH_CONCURRENCY = _int(env, "PASSWORD_HASH_CONCURRENCY", 1, minimum=1, maximum=64)
 
         # In-process revocation view kept current by LISTEN/NOTIFY (PostgreSQL only; see
         # app/services/revocations.py). Off, every check reads the database.

@@ -5,7 +5,7 @@ Everything is read from the environment; command-line flags (`--bind`, `--certfi
 | variable | meaning | default |
 |---|---|---|
 | GUNICORN_BIND | address:port to listen on | 0.0.0.0:8443 |
-| GUNICORN_WORKERS | worker processes | 2 x usable CPUs + 1 (cgroup quota aware) |
+| GUNICORN_WORKERS | worker processes | usable CPUs (cgroup quota aware) |
 | GUNICORN_THREADS | threads per gthread worker | 4 |
 | GUNICORN_TIMEOUT | seconds a request may take before its worker is restarted | 30 |
 | GUNICORN_GRACEFUL_TIMEOUT | seconds in-flight requests get to finish after SIGTERM | 30 |
@@ -78,7 +78,10 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8443")
 # gthread: a few processes, each with a thread pool; the work is argon2 (releases the GIL) and
 # database round-trips, so threads overlap well.
 worker_class = "gthread"
-workers = _env_int("GUNICORN_WORKERS", 2 * usable_cpus() + 1, minimum=1)
+# One process per usable CPU: the CPU-bound work (argon2, JWT signatures, Python itself under
+# the GIL) runs one per process, so more processes than cores only add memory and context
+# switches; the threads overlap the waits (database, network). Scale out with replicas.
+workers = _env_int("GUNICORN_WORKERS", usable_cpus(), minimum=1)
 threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
 timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=1)
 # SIGTERM (docker stop, Kubernetes) stops accepting, lets in-flight requests finish for this
@@ -147,6 +150,23 @@ def on_starting(server):
         made = tempfile.mkdtemp(prefix="auth-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
         os.environ[_MADE_MARK] = made
+
+
+def post_fork(server, worker):
+    """Keep big, short-lived allocations out of the heap, so a worker's memory stays flat.
+
+    Each argon2id verification allocates 19 MiB. glibc raises its mmap threshold after freeing
+    such a block, so later ones come from per-thread arenas and stay resident: a worker with 4
+    threads grew by ~76 MB and kept it. A fixed threshold (which also stops the raising) sends
+    them back to the kernel on free (issue 5: at most 100 MB per worker, flat).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: blocks from 1 MiB up are mmap'd
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
 
 
 def child_exit(server, worker):

@@ -8,6 +8,7 @@ is not current argon2id is flagged for an upgrade on the next successful login.
 from __future__ import annotations
 
 import gzip
+import threading
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -48,9 +49,23 @@ def normalize(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
+@lru_cache(maxsize=4)
+def _hash_slots(count: int) -> threading.BoundedSemaphore:
+    """The per-process limit on simultaneous argon2 computations."""
+    return threading.BoundedSemaphore(count)
+
+
+def _slot() -> threading.BoundedSemaphore:
+    """argon2id is CPU-bound and takes 19 MiB while it runs: a worker computes at most
+    PASSWORD_HASH_CONCURRENCY at once (more threads would only share the same cores and
+    multiply the memory), the others wait their turn."""
+    return _hash_slots(current_app.config["PASSWORD_HASH_CONCURRENCY"])
+
+
 def hash_password(password: str) -> str:
     """Hash a password with argon2id; the whole password, never truncated."""
-    return hasher().hash(normalize(password))
+    with _slot():
+        return hasher().hash(normalize(password))
 
 
 def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
@@ -61,7 +76,8 @@ def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
         matches = check_password_hash(stored_hash, password) or check_password_hash(stored_hash, candidate)
         return matches, True
     try:
-        hasher().verify(stored_hash, candidate)
+        with _slot():
+            hasher().verify(stored_hash, candidate)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False, False
     return True, hasher().check_needs_rehash(stored_hash)
