@@ -39,7 +39,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## make bench: the full benchmark (1,000 and 1,000,000 users, ~15 min, needs PostgreSQL; installs wrk if missing); writes bench/RESULTS.md
+## make bench: the full benchmark (1,000 and 1,000,000 users, 10–20 min, needs PostgreSQL; installs wrk if missing); writes bench/RESULTS.md
 bench: venv
 	$(BIN)/python -m bench.harness $(BENCH_ARGS)
 

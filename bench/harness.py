@@ -1,0 +1,322 @@
+"""The benchmark of issue 5: `python -m bench.harness [--smoke] [--scales 1000,1000000] [--duration S] …`.
+
+For each scale it seeds its own PostgreSQL database with COPY, serves the service with the production
+gunicorn config, drives every endpoint with wrk using real tokens, and compares with a bare Flask
+endpoint served the same way in the same run. It prints a table, checks the goals, writes
+bench/RESULTS.md (smoke: bench/out/RESULTS-smoke.md) and keeps everything else in bench/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import secrets
+import shlex
+import signal
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.load import LoadGenerator, LoadResult, Scenario, ensure_wrk
+from bench.scale import ScaleRun
+from bench.seed import PASSWORD, BenchDatabase, seed
+from bench.server import GUNICORN_CONFIG, ROOT, Gunicorn
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+UNREACHABLE_LIMIT = "100000000/minute"
+HASH_SAMPLES = 21
+BASELINE, BASELINE_AGAIN = "baseline", "baseline again"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line; --smoke changes the defaults to a seconds-long run."""
+    parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run of every step (make test)")
+    parser.add_argument("--scales", help="users and revocations per step, comma-separated (default 1000,1000000)")
+    parser.add_argument("--duration", type=float, help="measured seconds per endpoint (default 20; smoke 1)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 3; smoke 1)")
+    parser.add_argument("--connections", type=int, help="keep-alive connections (default 16; smoke 4)")
+    parser.add_argument(
+        "--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave the cores to the server)"
+    )
+    parser.add_argument("--sample", type=int, help="users whose tokens are benchmarked (default 1000; smoke 200)")
+    parser.add_argument(
+        "--refresh-pool", type=int, help="single-use refresh tokens per scale (default: sized to the run)"
+    )
+    parser.add_argument(
+        "--memory-at", help="request counts of the two RSS samples (default 10000,200000; smoke 1000,4000)"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk (installed with apt-get if missing); the Python fallback only in smoke",
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0,
+        metavar="S",
+        help="py-spy the service for S seconds of /checkToken at the largest scale",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES,
+    )
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument(
+        "--results", type=Path, help="Markdown report (default bench/RESULTS.md; smoke OUT/RESULTS-smoke.md)"
+    )
+    args = parser.parse_args(argv)
+    smoke = args.smoke
+    args.scales = [int(s) for s in (args.scales or ("1000" if smoke else "1000,1000000")).split(",")]
+    args.duration = args.duration or (1 if smoke else 20)
+    args.warmup = args.warmup if args.warmup is not None else (1 if smoke else 3)
+    args.connections = args.connections or (4 if smoke else 16)
+    args.sample = args.sample or (200 if smoke else 1000)
+    args.memory_at = [int(n) for n in (args.memory_at or ("1000,4000" if smoke else "10000,200000")).split(",")]
+    # /refresh has never gone faster than /checkToken; 1,500/s covers this machine with room to spare.
+    args.refresh_pool = args.refresh_pool or max(
+        1000, int((args.duration + args.warmup) * (1500 if not smoke else 1000))
+    )
+    args.results = args.results or (args.out_dir / "RESULTS-smoke.md" if smoke else ROOT / "bench" / "RESULTS.md")
+    return args
+
+
+def gunicorn_sizes() -> tuple[int, int]:
+    """Workers and threads as deploy/gunicorn.conf.py computes them in this environment."""
+    config = runpy.run_path(str(GUNICORN_CONFIG))
+    return int(config["workers"]), int(config["threads"])
+
+
+class Harness:
+    """The whole run: database, servers, every scale, the report."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        """Prepare; nothing starts until run()."""
+        self.args = args
+        self.out = args.out_dir
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self.baseline_rps: dict[int, float] = {}
+        self.memory: dict[str, Any] = {}
+        self.seed_seconds: dict[str, float] = {}
+        self.database = BenchDatabase(args.postgres_url)
+        self.servers: list[Gunicorn] = []
+        self.workers, self.threads = gunicorn_sizes()
+
+    def row(self, endpoint: str, scale: int, result: LoadResult) -> dict[str, Any]:
+        """A table row, with the ratio to this scale's baseline."""
+        baseline = self.baseline_rps.get(scale)
+        row = {
+            "endpoint": endpoint,
+            "scale": scale,
+            "rps": result.rps,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "non2xx": result.non2xx,
+            "invalid": result.invalid,
+            "errors": result.errors,
+            "requests": result.requests,
+            "wrapped": result.wrapped,
+            "statuses": result.statuses or {},
+            "ratio": result.rps / baseline if baseline else 1.0,
+        }
+        self.rows.append(row)
+        print(
+            f"  {endpoint:<12} {scale:>9,}  {result.rps:9.1f} req/s  p50 {result.p50_ms:7.1f} ms  "
+            f"p99 {result.p99_ms:7.1f} ms  non-2xx {result.non2xx}  invalid {result.invalid}  "
+            f"errors {result.errors}  × baseline {row['ratio']:.2f}",
+            flush=True,
+        )
+        return row
+
+    def service_env(self) -> dict[str, str]:
+        """Production settings against the bench database; plain HTTP (no TLS files)."""
+        env = {key: value for key, value in os.environ.items() if key not in ("TLS_CERT_FILE", "TLS_KEY_FILE")}
+        env.update(
+            APP_ENV="production",
+            DATABASE_URL=self.database.url,
+            JWT_SECRET_KEY=secrets.token_urlsafe(48),
+            FLASK_APP="wsgi",
+            URL_PREFIX="",
+            # Every request comes from 127.0.0.1: per-IP limits sized for real clients would turn the
+            # measurement into one of 429s. The limiter still runs on every request; its limits are
+            # just out of reach.
+            RATELIMIT_LOGIN=UNREACHABLE_LIMIT,
+            RATELIMIT_REFRESH=UNREACHABLE_LIMIT,
+            RATELIMIT_CHECKTOKEN=UNREACHABLE_LIMIT,
+        )
+        return env
+
+    def time_hash(self) -> tuple[str, list[float]]:
+        """A real hash of PASSWORD, and the times of HASH_SAMPLES verifications, with production parameters."""
+        from app.services import passwords
+
+        with self.app.app_context():
+            stored = passwords.hash_password(PASSWORD)
+            passwords.verify_password(stored, PASSWORD)
+            times = []
+            for _ in range(HASH_SAMPLES):
+                started = time.perf_counter()
+                ok, _ = passwords.verify_password(stored, PASSWORD)
+                times.append(time.perf_counter() - started)
+                assert ok
+        return stored, times
+
+    def choose_loadgen(self) -> LoadGenerator:
+        """wrk, installed if missing; the Python client only for the smoke."""
+        args = self.args
+        wrk = None
+        if args.loadgen in ("auto", "wrk"):
+            wrk = ensure_wrk(timeout=120 if args.smoke else 600)
+            if wrk is None and (args.loadgen == "wrk" or not args.smoke):
+                raise RuntimeError("wrk is required for a full run and could not be installed (apt-get install wrk)")
+            if wrk is None:
+                print("wrk unavailable: the smoke falls back to the Python load generator", flush=True)
+        return LoadGenerator(wrk, connections=args.connections, threads=args.wrk_threads)
+
+    def run(self) -> dict[str, Any]:
+        """Everything, with the database dropped and the servers stopped whatever happens."""
+        started = time.monotonic()
+        try:
+            return self._run(started)
+        finally:
+            for server in self.servers:
+                server.stop()
+            self.database.drop()
+            print(f"dropped database {self.database.name}", flush=True)
+
+    def _run(self, started: float) -> dict[str, Any]:
+        """The run proper."""
+        from app import create_app
+
+        args = self.args
+        load_start = os.getloadavg()
+        if load_start[0] > 1.0:
+            print(
+                f"warning: load average {load_start[0]:.1f} when the run starts: the machine has been busy, "
+                "and if it stays busy the figures will be noisy (see the baseline's spread)",
+                flush=True,
+            )
+        self.loadgen = self.choose_loadgen()
+        self.database.create()
+        print(f"created database {self.database.name}", flush=True)
+        env = self.service_env()
+        self.database.migrate(env)
+        self.app = create_app({key: env[key] for key in ("APP_ENV", "DATABASE_URL", "JWT_SECRET_KEY", "URL_PREFIX")})
+        password_hash, hash_times = self.time_hash()
+        hash_seconds = statistics.median(hash_times)
+        cores = len(os.sched_getaffinity(0))
+        login = {
+            "hash_ms": hash_seconds * 1000,
+            "hash_ms_min_max": [min(hash_times) * 1000, max(hash_times) * 1000],
+            "hash_samples": HASH_SAMPLES,
+            "ceiling_rps": self.workers / hash_seconds,
+            "cores": cores,
+            "cpu_ceiling_rps": min(self.workers, cores) / hash_seconds,
+        }
+        print(
+            f"argon2id verification: {hash_seconds * 1000:.1f} ms (median of {HASH_SAMPLES}, "
+            f"{min(hash_times) * 1000:.1f}–{max(hash_times) * 1000:.1f}); "
+            f"login ceiling {login['ceiling_rps']:.1f}/s",
+            flush=True,
+        )
+
+        baseline = Gunicorn("baseline", "bench.baseline:app", env, self.out / "gunicorn-baseline.log", "/ping")
+        self.servers.append(baseline)
+        baseline.start(expected_workers=self.workers)
+        ping = Scenario("baseline GET /ping", "GET", "/ping")
+
+        for scale in args.scales:
+            print(f"scale {scale:,}: seeding", flush=True)
+            seeded = seed(
+                self.database,
+                self.app,
+                scale=scale,
+                sample_size=args.sample,
+                refresh_pool=args.refresh_pool,
+                password_hash=password_hash,
+            )
+            self.seed_seconds[str(scale)] = seeded.seconds
+            phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in seeded.phases.items())
+            print(f"  seeded {seeded.counts} in {seeded.seconds:.1f} s ({phases})", flush=True)
+
+            self.loadgen.run(baseline.base_url, ping, args.warmup)
+            first = self.row(BASELINE, scale, self.loadgen.run(baseline.base_url, ping, args.duration))
+            self.baseline_rps[scale] = first["rps"]
+
+            service = Gunicorn(
+                f"service-{scale}", "wsgi:app", env, self.out / f"gunicorn-service-{scale}.log", "/health"
+            )
+            self.servers.append(service)
+            service.start(expected_workers=self.workers)
+            step = ScaleRun(self, seeded, service)
+            step.run()
+            # The baseline again, after the service's runs: the ratios use the mean of both, and
+            # their spread shows how much the machine's speed moved during the step.
+            second = self.row(BASELINE_AGAIN, scale, self.loadgen.run(baseline.base_url, ping, args.duration))
+            self.baseline_rps[scale] = (first["rps"] + second["rps"]) / 2
+            second["spread"] = abs(first["rps"] - second["rps"]) / self.baseline_rps[scale]
+            for row in self.rows:
+                if row["scale"] == scale:
+                    row["ratio"] = row["rps"] / self.baseline_rps[scale]
+            if args.profile and scale == max(args.scales):
+                from bench.profile import profile_service
+
+                profile_service(step, args.profile)
+            service.stop()
+            self.servers.remove(service)
+
+        results = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": shlex.join(["python", "-m", "bench.harness", *sys.argv[1:]]),
+            "code": report.code_version(ROOT),
+            "smoke": args.smoke,
+            "scales": args.scales,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "connections": args.connections,
+            "sample": args.sample,
+            "workers": self.workers,
+            "threads": self.threads,
+            "machine": report.machine(self.database.server_version(), self.loadgen.name, self.workers, self.threads)
+            | {"load average (1, 5, 15 min) when the run started": _loads(load_start)},
+            "rows": self.rows,
+            "login": login,
+            "memory": self.memory,
+            "seed_seconds": self.seed_seconds,
+            "elapsed_s": time.monotonic() - started,
+        }
+        return results
+
+
+def _loads(values: tuple[float, float, float]) -> str:
+    """A load average triple as text."""
+    return " ".join(f"{value:.2f}" for value in values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the table and the goals, write the reports; non-zero only if the run itself failed."""
+    args = parse_args(argv)
+    # A SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the database is dropped and servers stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = Harness(args).run()
+    goals = report.evaluate(results)
+    results["goals"] = goals
+    print()
+    print(report.summary_text(results, goals))
+    (args.out_dir / ("results-smoke.json" if args.smoke else "results.json")).write_text(json.dumps(results, indent=2))
+    report.write_markdown(args.results, results, goals)
+    print(f"\nwrote {args.results} and {args.out_dir}/ in {results['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

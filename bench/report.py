@@ -1,0 +1,296 @@
+"""The results: the machine, the table, the goals of issue 5, as text for the terminal and bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+# Goal thresholds of issue 5 (each a ratio measured side by side in one run).
+GOAL_THROUGHPUT_RATIO = 0.70  # /checkToken and /validate vs the bare Flask baseline
+GOAL_P99_SCALE_RATIO = 1.2  # /checkToken p99 at the largest scale vs the smallest
+GOAL_LOGIN_RATIO = 0.85  # /login vs workers / one hash verification
+GOAL_RSS_MB = 100.0  # resident memory per worker
+GOAL_RSS_DRIFT = 0.10  # between the ~10k and ~200k request samples
+NOISY_SPREAD = 0.10  # the baseline's two runs of one step further apart than this: the machine was busy
+
+
+def machine(postgres_version: str, loadgen: str, workers: int, threads: int) -> dict[str, str]:
+    """What the run ran on: cores, CPU, RAM, kernel, Python, PostgreSQL, load generator, gunicorn."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+    return {
+        "cores (nproc)": str(len(os.sched_getaffinity(0))),
+        "CPU": model.group(1).strip() if model else platform.processor() or "unknown",
+        "RAM": f"{int(mem.group(1)) / 1024 / 1024:.1f} GiB" if mem else "unknown",
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "PostgreSQL": postgres_version,
+        "load generator": loadgen,
+        "gunicorn": f"deploy/gunicorn.conf.py: {workers} workers × {threads} threads (gthread), plain HTTP",
+    }
+
+
+def code_version(root: Path) -> str:
+    """The commit measured, and whether the work tree had changes on top of it."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty=+uncommitted changes"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip().replace("+", " + ") if done.returncode == 0 else "unknown"
+
+
+def mark(ok: bool | None) -> str:
+    """met / NOT met / n/a."""
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check each goal of issue 5 against the measured figures."""
+    rows = results["rows"]
+    goals = []
+
+    by = {(row["endpoint"], row["scale"]): row for row in rows}
+    parts, ok = [], True
+    for endpoint in ("/checkToken", "/validate"):
+        for scale in results["scales"]:
+            row = by.get((endpoint, scale))
+            if row is None:
+                continue
+            parts.append(f"{endpoint} @ {scale:,}: {row['ratio']:.2f}×")
+            ok = ok and row["ratio"] >= GOAL_THROUGHPUT_RATIO
+    goals.append(
+        {
+            "goal": f"1. /checkToken, /validate ≥ {GOAL_THROUGHPUT_RATIO}× baseline",
+            "figures": "; ".join(parts),
+            "ok": ok if parts else None,
+        }
+    )
+
+    small, large = min(results["scales"]), max(results["scales"])
+    if small != large and ("/checkToken", small) in by and ("/checkToken", large) in by:
+        a, b = by[("/checkToken", small)]["p99_ms"], by[("/checkToken", large)]["p99_ms"]
+        ratio = b / a if a else float("inf")
+        results["p99_scale_ratio"] = ratio
+        goals.append(
+            {
+                "goal": f"2. /checkToken p99 @ {large:,} ≤ {GOAL_P99_SCALE_RATIO}× p99 @ {small:,}",
+                "figures": f"{b:.1f} ms / {a:.1f} ms = {ratio:.2f}×",
+                "ok": ratio <= GOAL_P99_SCALE_RATIO,
+            }
+        )
+    else:
+        goals.append({"goal": "2. /checkToken p99 large vs small scale", "figures": "needs two scales", "ok": None})
+
+    login = results["login"]
+    parts, ok = [], True
+    for scale in results["scales"]:
+        row = by.get(("/login", scale))
+        if row is None:
+            continue
+        ratio = row["rps"] / login["ceiling_rps"]
+        row["ceiling_ratio"] = ratio
+        parts.append(f"@ {scale:,}: {row['rps']:.1f}/s = {ratio:.2f}× of {login['ceiling_rps']:.1f}/s")
+        ok = ok and ratio >= GOAL_LOGIN_RATIO
+    goals.append(
+        {
+            "goal": f"3. /login ≥ {GOAL_LOGIN_RATIO}× (workers ÷ one hash verification)",
+            "figures": "; ".join(parts),
+            "ok": ok if parts else None,
+        }
+    )
+
+    parts, ok = [], True
+    for scale, memory in results["memory"].items():
+        low, high = memory["low"], memory["high"]
+        if not low or not high:
+            continue
+        peak = max(high["rss_mb"].values())
+        drifts = [abs(high["rss_mb"][pid] - rss) / rss for pid, rss in low["rss_mb"].items() if pid in high["rss_mb"]]
+        drift = max(drifts) if drifts else float("inf")
+        memory["max_drift"] = drift
+        rise, label = biggest_rise(memory["timeline"])
+        parts.append(
+            f"@ {int(scale):,}: max {peak:.1f} MB, drift {drift * 100:.1f}% "
+            f"({low['requests']:,} → {high['requests']:,} requests; biggest rise {rise:+.1f} MB in one worker "
+            f"during the {label})"
+        )
+        ok = ok and peak <= GOAL_RSS_MB and drift <= GOAL_RSS_DRIFT
+    goals.append(
+        {
+            "goal": f"5. RSS per worker ≤ {GOAL_RSS_MB:.0f} MB and flat (±{GOAL_RSS_DRIFT:.0%})",
+            "figures": "; ".join(parts),
+            "ok": ok if parts else None,
+        }
+    )
+    return goals
+
+
+def biggest_rise(timeline: list[dict[str, Any]]) -> tuple[float, str]:
+    """The largest RSS increase of one worker between two consecutive samples, and the step it happened in."""
+    best, where = 0.0, "-"
+    for before, after in zip(timeline, timeline[1:], strict=False):
+        for pid, rss in after["rss_mb"].items():
+            if pid in before["rss_mb"] and rss - before["rss_mb"][pid] > best:
+                best, where = rss - before["rss_mb"][pid], after["label"]
+    return best, where
+
+
+def noise_note(results: dict[str, Any]) -> str | None:
+    """A warning when the baseline moved between its two runs of a step: the machine's speed changed."""
+    spreads = [row["spread"] for row in results["rows"] if "spread" in row]
+    worst = max(spreads, default=0.0)
+    if worst <= NOISY_SPREAD:
+        return None
+    return (
+        f"**Noise.** The baseline moved by up to {worst:.0%} between its two runs of one step, so the machine's "
+        "speed changed during this run (other processes competing for the CPUs): single figures, p99 above all, "
+        "carry that noise. Ratios of runs close together in time are the more reliable ones."
+    )
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The main table: one row per endpoint and scale."""
+    out = []
+    for row in results["rows"]:
+        scale = "-" if row["scale"] is None else f"{row['scale']:,}"
+        bad = row["non2xx"] + row["invalid"] + row["errors"]
+        notes = []
+        if row["invalid"]:
+            notes.append(f"{row['invalid']} valid:false")
+        if row["errors"]:
+            notes.append(f"{row['errors']} socket errors")
+        if row.get("statuses"):
+            notes.append("status " + ", ".join(f"{code}×{n}" for code, n in sorted(row["statuses"].items())))
+        if "spread" in row:
+            notes.append(f"{row['spread']:.0%} apart from the first; × baseline uses their mean")
+        if row.get("wrapped"):
+            notes.append(f"pool exhausted: {row['wrapped']} tokens re-sent")
+        out.append(
+            [
+                row["endpoint"],
+                scale,
+                f"{row['rps']:,.0f}" if row["rps"] >= 100 else f"{row['rps']:.1f}",
+                f"{row['p50_ms']:.1f}",
+                f"{row['p99_ms']:.1f}",
+                f"{bad:,}",
+                f"{row['ratio']:.2f}",
+                f"{row['requests']:,}",
+                "; ".join(notes),
+            ]
+        )
+    return out
+
+
+HEADERS = ["endpoint", "scale", "req/s", "p50 ms", "p99 ms", "non-2xx", "× baseline", "requests", "notes"]
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A fixed-width table for the terminal."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def memory_rows(results: dict[str, Any]) -> list[list[str]]:
+    """RSS of every worker at each sample point."""
+    out = []
+    for scale, memory in results["memory"].items():
+        for sample in memory["timeline"]:
+            values = sorted(sample["rss_mb"].values())
+            out.append(
+                [
+                    f"{int(scale):,}",
+                    sample["label"],
+                    f"{sample['requests']:,}",
+                    " / ".join(f"{value:.1f}" for value in values),
+                    f"{max(values):.1f}" if values else "-",
+                ]
+            )
+    return out
+
+
+MEMORY_HEADERS = ["scale", "after", "requests served", "RSS per worker (MB)", "max MB"]
+
+
+def summary_text(results: dict[str, Any], goals: list[dict[str, Any]]) -> str:
+    """Everything the terminal shows at the end."""
+    login = results["login"]
+    lines = [text_table(HEADERS, table_rows(results)), ""]
+    lines.append(
+        f"login ceiling: {results['workers']} workers ÷ {login['hash_ms']:.1f} ms per argon2id verification "
+        f"= {login['ceiling_rps']:.1f}/s (CPU-bound: {login['cores']} cores ÷ {login['hash_ms']:.1f} ms "
+        f"= {login['cpu_ceiling_rps']:.1f}/s)"
+    )
+    if "p99_scale_ratio" in results:
+        lines.append(f"/checkToken p99 ratio, largest ÷ smallest scale: {results['p99_scale_ratio']:.2f}×")
+    lines += ["", text_table(MEMORY_HEADERS, memory_rows(results)), ""]
+    lines += [f"[{mark(goal['ok']):>7}] {goal['goal']}: {goal['figures']}" for goal in goals]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, results: dict[str, Any], goals: list[dict[str, Any]]) -> None:
+    """bench/RESULTS.md: machine, date, command, table, goals."""
+    login = results["login"]
+    low, high = login["hash_ms_min_max"]
+    seeding = ", ".join(f"{int(s):,}: {t:.1f} s" for s, t in results["seed_seconds"].items())
+    text = [
+        "# Benchmark results",
+        "",
+        f"Run {results['date']} with `{results['command']}`"
+        + (" (smoke: seconds-long, not a measurement)" if results["smoke"] else "")
+        + f" on commit {results['code']}; took {results['elapsed_s'] / 60:.1f} min. "
+        "Produced by `bench/harness.py`; see README.md, “Benchmarks”.",
+        "",
+        "## Machine",
+        "",
+        md_table(["", ""], [[key, value] for key, value in results["machine"].items()]),
+        "",
+        "## Throughput and latency",
+        "",
+        f"{results['duration']} s per endpoint after a {results['warmup']} s warm-up, {results['connections']} "
+        f"keep-alive connections, every request with a real token (rotating over {results['sample']:,} users). "
+        "“× baseline” is req/s over the bare-Flask endpoint (`bench/baseline.py`, same gunicorn configuration), "
+        "measured before and again after the service's runs at the same scale step of the same run; the mean of "
+        "the two is the yardstick and their spread shows how steady the machine was. non-2xx counts non-2xx "
+        f"answers, `valid: false` answers of /checkToken and socket errors. Seeding with COPY ({seeding}).",
+        "",
+        md_table(HEADERS, table_rows(results)),
+        "",
+        *([note, ""] if (note := noise_note(results)) else []),
+        f"/login ceiling: {results['workers']} worker processes ÷ {login['hash_ms']:.1f} ms (median of "
+        f"{login['hash_samples']} argon2id verifications, {low:.1f}–{high:.1f} ms, production parameters, "
+        f"measured in this run before any load) = {login['ceiling_rps']:.1f}/s. "
+        f"The machine can hash at most {login['cores']} at a time: {login['cpu_ceiling_rps']:.1f}/s.",
+        "",
+        "## Memory",
+        "",
+        "VmRSS of each gunicorn worker of the service, counted in requests the service answered since it started.",
+        "",
+        md_table(MEMORY_HEADERS, memory_rows(results)),
+        "",
+        "## Goals (issue 5)",
+        "",
+        md_table(["goal", "measured", ""], [[g["goal"], g["figures"], mark(g["ok"])] for g in goals]),
+        "",
+    ]
+    path.write_text("\n".join(text))

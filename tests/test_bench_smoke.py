@@ -1,0 +1,60 @@
+"""The benchmark harness cannot rot: a seconds-long `python -m bench.harness --smoke` against PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.databases import POSTGRES_SERVER, selected_backends
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = ("baseline", "/checkToken", "/validate", "/me", "/login", "/refresh", "baseline again")
+TIMEOUT = 150  # the smoke takes ~30 s; a first run may also apt-get install wrk
+
+
+@pytest.fixture
+def postgres_server(request) -> str:
+    """The PostgreSQL server URL, or a skip when it is unreachable (a failure under CI=true, in conftest)."""
+    if "postgresql" not in selected_backends():
+        pytest.skip("TEST_BACKENDS leaves out postgresql")
+    problem = request.config.backend_problems.get("postgresql")
+    if problem is not None:
+        pytest.skip(f"postgresql unreachable: {problem}")
+    return POSTGRES_SERVER
+
+
+def run_smoke(postgres_server: str, out_dir: Path) -> subprocess.CompletedProcess:
+    """The harness in smoke mode; on a time-out it gets SIGTERM first, so it drops its database."""
+    command = [sys.executable, "-m", "bench.harness", "--smoke", "--postgres-url", postgres_server,
+               "--out-dir", str(out_dir)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        output, _ = process.communicate(timeout=60)
+        pytest.fail(f"the smoke took over {TIMEOUT} s:\n{output[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, output)
+
+
+def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, tmp_path):
+    done = run_smoke(postgres_server, tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:]
+
+    results = json.loads((tmp_path / "results-smoke.json").read_text())
+    rows = {row["endpoint"]: row for row in results["rows"]}
+    assert sorted(rows) == sorted(ENDPOINTS)
+    for endpoint, row in rows.items():
+        assert row["requests"] > 0 and row["rps"] > 0, endpoint
+        assert f"\n{endpoint} " in done.stdout, f"no table row for {endpoint}"
+    # Every token the load used was valid: no 401, and no 200 saying "valid": false.
+    for endpoint in ("/checkToken", "/validate", "/me"):
+        row = rows[endpoint]
+        assert (row["non2xx"], row["invalid"], row["errors"]) == (0, 0, 0), row
+    assert results["login"]["ceiling_rps"] > 0
+    assert all(sample["rss_mb"] for sample in results["memory"]["1000"]["timeline"])
+    assert "## Goals (issue 5)" in (tmp_path / "RESULTS-smoke.md").read_text()
