@@ -13,12 +13,16 @@ API_DESCRIPTION = """Accounts and JWTs.
 * Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;
   validation failures add `errors: {field: [messages]}`. Unknown body fields are rejected (400).
 * Access tokens travel as `Authorization: Bearer <token>`. Token responses are `Cache-Control: no-store`.
-* A token is valid when its HS256 signature verifies, it carries exp, iat, nbf, jti, sub, type, iss
-  and sid, it is within its lifetime (small leeway), has the right type, its jti and session are not
-  revoked, and its user exists, is active and was not reset or deactivated after it was issued.
+* A token is valid when its signature verifies with the configured algorithm (HS256 by default;
+  ES256/EdDSA/RS256 keys are published at /.well-known/jwks.json), it carries exp, iat, nbf, jti,
+  sub, type, iss and sid (and aud when configured), it is within its lifetime (small leeway),
+  has the right type, its jti and session are not revoked, and its user exists, is active and
+  was not reset or deactivated after it was issued.
   `/checkToken` reasons: expired, revoked (also for a deleted user), invalid, wrong_type, user_inactive.
   If the database cannot be reached the answer is 503, never valid.
 * Refresh tokens rotate on every use; a spent one presented again revokes its session (401 token_reused).
+  A session ends SESSION_MAX_LIFETIME after its login however often it is refreshed.
+* Too many requests from one address, or failed logins on one account, get 429 with Retry-After.
 * `POST /me/password` revokes every other session; the caller's session stays signed in.
   An admin password reset or a deactivation voids every token of the account.
 * A wrong password on `POST /me/password` or `DELETE /me` is 401 invalid_credentials.
