@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import click
 from flask import Flask, request
 from sqlalchemy import event
 
@@ -12,11 +13,16 @@ from app.proxy import TrustedProxyMiddleware, parse_networks
 from config import BaseConfig, get_config
 
 
-def create_app(config: BaseConfig | Mapping[str, Any] | None = None) -> Flask:
-    """Build the app from a config object, a mapping of environment-style overrides, or the environment."""
+def create_app(config: BaseConfig | Mapping[str, Any] | None = None, *, migrations: bool | None = None) -> Flask:
+    """Build the app from a config object, a mapping of environment-style overrides, or the environment.
+
+    `migrations`: bind Flask-Migrate (the `flask db` commands); by default only when the app is
+    built by the flask command line, so serving processes never load Alembic.
+    """
     settings = _resolve_config(config)
     app = Flask(__name__, instance_path=str(settings.INSTANCE_DIR))
     app.config.from_mapping(settings.as_dict())
+    app.config["MIGRATIONS_DIR"] = str(_migrations_dir())
     # RFC 8259 JSON is UTF-8; say so for clients that guess otherwise.
     app.json.mimetype = "application/json; charset=utf-8"
     register_extensions(app)
@@ -25,7 +31,18 @@ def create_app(config: BaseConfig | Mapping[str, Any] | None = None) -> Flask:
     register_hooks(app)
     register_commands(app)
     register_middleware(app)
+    if migrations if migrations is not None else click.get_current_context(silent=True) is not None:
+        register_migrations(app)
     return app
+
+
+def register_migrations(app: Flask) -> None:
+    """Bind Flask-Migrate: `flask db ...`, and flask_migrate.upgrade() in this app's context."""
+    from flask_migrate import Migrate
+
+    from app.extensions import db
+
+    Migrate().init_app(app, db, directory=app.config["MIGRATIONS_DIR"], render_as_batch=True, compare_type=True)
 
 
 def register_middleware(app: Flask) -> None:
@@ -54,11 +71,10 @@ def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig
 
 def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
-    from app.extensions import cors, db, jwt, login_manager, migrate
+    from app.extensions import cors, db, jwt, login_manager
     from app.services import keys, revocations
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
     jwt.init_app(app)
     app.extensions["jwt_keys"] = keys.load(app.config["JWT_ALGORITHM"], app.config["JWT_KEYS_DIR"])
     if app.extensions["jwt_keys"].problem:

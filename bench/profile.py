@@ -1,8 +1,8 @@
-"""`--profile S`: py-spy every worker of the service for S seconds of /checkToken load, then summarize.
+"""`--profile S`: py-spy every worker of the service for S seconds of load (`--profile-endpoint`), then summarize.
 
 py-spy is not a project dependency: `.venv/bin/pip install py-spy` before asking for a profile.
-The raw collapsed stacks go to bench/out/profile-checktoken-<scale>.txt and a summary (top
-functions by inclusive and by own time, own time by package) to profile-summary-<scale>.txt.
+The raw collapsed stacks go to bench/out/profile-<endpoint>-<scale>-<mode>.txt and a summary (top
+functions by inclusive and by own time, own time by package) to profile-summary-<endpoint>-<scale>-<mode>.txt.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ MODES = {
 }
 
 
-def profile_service(step, seconds: float) -> list[Path]:
-    """Record every worker while /checkToken is under load, once per mode; write raw stacks and summaries."""
+def profile_service(step, seconds: float, endpoint: str = "/checkToken") -> list[Path]:
+    """Record every worker while `endpoint` is under load, once per mode; write raw stacks and summaries."""
     pyspy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
     if pyspy is None:
         print("  py-spy is not installed (.venv/bin/pip install py-spy): no profile", flush=True)
@@ -124,7 +124,8 @@ def profile_service(step, seconds: float) -> list[Path]:
     out, scale = step.h.out, step.seeded.scale
     written = []
     for mode, flags in MODES.items():
-        raw = out / f"profile-checktoken-{scale}-{mode}.txt"
+        name = endpoint.strip("/").lower()
+        raw = out / f"profile-{name}-{scale}-{mode}.txt"
         recorder = subprocess.Popen(
             [
                 pyspy,
@@ -149,13 +150,13 @@ def profile_service(step, seconds: float) -> list[Path]:
             text=True,
         )
         time.sleep(1)  # let py-spy attach to every worker before the load starts
-        result = step.load(step.scenario("/checkToken"), seconds)
+        result = step.load(step.scenario(endpoint), seconds)
         _, errors = recorder.communicate(timeout=seconds + 60)
         if recorder.returncode != 0 or not raw.exists():
             print(f"  py-spy failed: {errors[-1000:]}", flush=True)
             continue
-        summary = out / f"profile-summary-{scale}-{mode}.txt"
-        header = f"/checkToken at {scale:,} users, {result.rps:.0f} req/s while profiled, py-spy mode {mode}\n\n"
+        summary = out / f"profile-summary-{name}-{scale}-{mode}.txt"
+        header = f"{endpoint} at {scale:,} users, {result.rps:.0f} req/s while profiled, py-spy mode {mode}\n\n"
         summary.write_text(header + summarize(raw))
         print(f"  profile: {summary}", flush=True)
         written.append(summary)

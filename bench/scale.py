@@ -152,7 +152,7 @@ class ScaleRun:
         self.sample_memory("start")
         self.preflight()
         low = self.run_until(args.memory_at[0], f"~{args.memory_at[0]:,} requests")
-        for endpoint in ENDPOINTS:
+        for endpoint in args.endpoints:
             self.measure(endpoint)
         high = self.run_until(args.memory_at[1], f"~{args.memory_at[1]:,} requests")
         self.h.memory[str(self.seeded.scale)] = {"low": low, "high": high, "timeline": self.timeline}

@@ -152,23 +152,6 @@ def on_starting(server):
         os.environ[_MADE_MARK] = made
 
 
-def post_fork(server, worker):
-    """Keep big, short-lived allocations out of the heap, so a worker's memory stays flat.
-
-    Each argon2id verification allocates 19 MiB. glibc raises its mmap threshold after freeing
-    such a block, so later ones come from per-thread arenas and stay resident: a worker with 4
-    threads grew by ~76 MB and kept it. A fixed threshold (which also stops the raising) sends
-    them back to the kernel on free (issue 5: at most 100 MB per worker, flat).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: blocks from 1 MiB up are mmap'd
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 def child_exit(server, worker):
     """A dead worker's live gauges must stop counting."""
     try:

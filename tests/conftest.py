@@ -37,7 +37,7 @@ def make_test_app(database_url: str, **overrides: Any):
     """An app on `database_url` with testing settings plus overrides."""
     settings = {"APP_ENV": "testing", "DATABASE_URL": database_url, "URL_PREFIX": "", "CORS_ORIGINS": ""}
     settings.update({key: str(value) for key, value in overrides.items()})
-    return create_app(settings)
+    return create_app(settings, migrations=True)
 
 
 @pytest.fixture(scope="session", params=selected_backends())

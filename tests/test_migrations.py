@@ -43,3 +43,56 @@ def test_models_match_migrations(base_app):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         diff = compare_metadata(context, Base.metadata)
     assert diff == [], diff
+
+
+def test_readiness_reads_the_same_heads_as_alembic(tmp_path):
+    """/ready reads the heads without Alembic; it must agree with Alembic, here and on a branched history."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from app.services.health import migration_heads
+    from config import BASE_DIR
+
+    def alembic_heads(directory):
+        config = Config()
+        config.set_main_option("script_location", str(directory))
+        return frozenset(ScriptDirectory.from_config(config).get_heads())
+
+    ours = BASE_DIR / "migrations"
+    assert migration_heads(str(ours)) == alembic_heads(ours) != frozenset()
+
+    # Two branches off the latest revision and a merge of one of them with a third: two heads.
+    branched = tmp_path / "migrations"
+    (branched / "versions").mkdir(parents=True)
+    (branched / "script.py.mako").write_text((ours / "script.py.mako").read_text())
+    for script in (ours / "versions").glob("*.py"):
+        (branched / "versions" / script.name).write_text(script.read_text())
+    (head,) = alembic_heads(ours)
+    scripts = {
+        "a1": f'revision = "a1"\ndown_revision = "{head}"\n',
+        "b1": f'revision: str = "b1"\ndown_revision: str | None = "{head}"\n',
+        "c1": f'revision = "c1"\ndown_revision = "{head}"\n',
+        "m1": 'revision = "m1"\ndown_revision = ("b1", "c1")\n',
+    }
+    for name, text in scripts.items():
+        (branched / "versions" / f"{name}.py").write_text(text + "branch_labels = None\ndepends_on = None\n")
+    assert migration_heads(str(branched)) == alembic_heads(branched) == {"a1", "m1"}
+
+
+def test_serving_processes_do_not_load_alembic():
+    """Alembic (~10 MB) is for `flask db`; a worker importing wsgi:app never loads it."""
+    import subprocess
+    import sys
+
+    from config import BASE_DIR
+
+    code = (
+        "import sys, wsgi; client = wsgi.app.test_client(); client.get('/ready'); "
+        "print(sorted(m for m in ('alembic', 'flask_migrate', 'mako') if m in sys.modules))"
+    )
+    env = {"APP_ENV": "testing", "DATABASE_URL": "sqlite://", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

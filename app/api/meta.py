@@ -28,7 +28,7 @@ def liveness():
 def readiness():
     """200 when the database answers and its schema is at the latest migration; 503 otherwise."""
     problem = tokens.key_ring().problem and "Signing keys are unavailable; see the log."
-    problem = problem or health.readiness_problem(current_app.extensions["migrate"].directory)
+    problem = problem or health.readiness_problem(current_app.config["MIGRATIONS_DIR"])
     if problem is not None:
         raise ServiceUnavailable(problem, code="not_ready")
     return {"status": "ready"}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from functools import lru_cache
+from pathlib import Path
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -14,10 +14,40 @@ from app.extensions import db
 
 @lru_cache(maxsize=4)
 def migration_heads(directory: str) -> frozenset[str]:
-    """The head revisions of the migration scripts (read once)."""
-    config = Config()
-    config.set_main_option("script_location", directory)
-    return frozenset(ScriptDirectory.from_config(config).get_heads())
+    """The head revisions of the migration scripts (read once): revisions no other one revises.
+
+    Read from each script's `revision` and `down_revision` assignments rather than through
+    Alembic, which a serving worker does not load (app/extensions.py); tests/test_migrations.py
+    holds this to Alembic's own answer.
+    """
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for script in sorted(Path(directory, "versions").glob("*.py")):
+        names = _assignments(script)
+        if isinstance(names.get("revision"), str):
+            revisions.add(names["revision"])
+            down = names.get("down_revision")
+            revised.update([down] if isinstance(down, str) else list(down or ()))
+    return frozenset(revisions - revised)
+
+
+def _assignments(script: Path) -> dict[str, object]:
+    """The literal values a migration script assigns at module level."""
+    values: dict[str, object] = {}
+    for node in ast.parse(script.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name) and node.value is not None:
+                try:
+                    values[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return values
 
 
 def readiness_problem(directory: str) -> str | None:

@@ -7,11 +7,16 @@ is not current argon2id is flagged for an upgrade on the next successful login.
 
 from __future__ import annotations
 
+import ctypes
 import gzip
+import os
 import threading
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -23,6 +28,7 @@ from app.errors import ValidationFailed
 WERKZEUG_PREFIXES = ("pbkdf2:", "scrypt:")
 COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt.gz"
 MIN_IDENTIFIER_PART = 4  # shorter local parts ("al", "bob") would refuse too many good passwords
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=1)
@@ -49,23 +55,114 @@ def normalize(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
+class HashingThreads:
+    """The threads of one process that compute argon2, PASSWORD_HASH_CONCURRENCY of them.
+
+    argon2id is CPU-bound and needs 19 MiB while it runs, so a worker computes at most
+    PASSWORD_HASH_CONCURRENCY at once (more would only share the same cores and multiply the
+    memory); other requests queue. Always the same thread(s), each with its own glibc arena that
+    nothing else allocates from, so every computation gets the same 19 MiB block back: a fresh
+    block costs ~13 ms of page faults per login on this machine (bench/PROFILE.md). When the
+    queue runs empty the block goes back to the kernel (`Malloc.release`), so an idle worker
+    does not keep it (issue 5: at most 100 MB per worker).
+    """
+
+    def __init__(self, count: int) -> None:
+        """Threads start on first use."""
+        MALLOC.keep_blocks()
+        self.executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="argon2")
+        self.lock = threading.Lock()
+        self.pending = 0
+
+    def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on a hashing thread; the caller waits for its result."""
+        with self.lock:
+            self.pending += 1
+        return self.executor.submit(self._compute, function, args).result()
+
+    def _compute(self, function: Callable[..., T], args: tuple) -> T:
+        try:
+            return function(*args)
+        finally:
+            with self.lock:
+                self.pending -= 1
+            # Queued after this result is handed over, so no login waits for the release.
+            self.executor.submit(self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        with self.lock:
+            if self.pending:
+                return
+        MALLOC.release()
+
+
+class Malloc:
+    """glibc's allocator tuned for argon2's big blocks; on another C library, nothing happens.
+
+    By default glibc mmaps a 19 MiB block afresh for every hash (page faults each time), or,
+    once it has raised its thresholds, keeps freed blocks in each thread's arena for good.
+    `keep_blocks` fixes the thresholds so that blocks up to 32 MiB stay in the arena of the
+    thread that frees them. `release` hands the calling thread's free arena top back to the
+    kernel (a free of at least 64 KiB makes glibc trim its arena down to the trim threshold,
+    lowered for that moment), then malloc_trim does the same for the main arena and for free
+    pages anywhere else.
+    """
+
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    MMAP_THRESHOLD = 32 * 1024 * 1024
+    TRIM_THRESHOLD = 64 * 1024 * 1024
+    TRIGGER = 256 * 1024
+
+    def __init__(self) -> None:
+        """Bind libc, if it is glibc."""
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            libc.malloc.restype = ctypes.c_void_p
+            libc.malloc.argtypes = [ctypes.c_size_t]
+            libc.free.argtypes = [ctypes.c_void_p]
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            self.libc = libc
+        except (OSError, AttributeError):  # not glibc
+            self.libc = None
+        self.lock = threading.Lock()
+
+    def keep_blocks(self) -> None:
+        """Serve blocks below MMAP_THRESHOLD from arenas; keep up to TRIM_THRESHOLD free at an arena's top."""
+        if self.libc is not None:
+            self.libc.mallopt(self.M_MMAP_THRESHOLD, self.MMAP_THRESHOLD)
+            self.libc.mallopt(self.M_TRIM_THRESHOLD, self.TRIM_THRESHOLD)
+
+    def release(self) -> None:
+        """Return the calling thread's free arena top, and other free pages, to the kernel."""
+        if self.libc is None:
+            return
+        with self.lock:
+            self.libc.mallopt(self.M_TRIM_THRESHOLD, 0)
+            try:
+                self.libc.free(self.libc.malloc(self.TRIGGER))
+            finally:
+                self.libc.mallopt(self.M_TRIM_THRESHOLD, self.TRIM_THRESHOLD)
+            self.libc.malloc_trim(0)
+
+
+MALLOC = Malloc()
+
+
 @lru_cache(maxsize=4)
-def _hash_slots(count: int) -> threading.BoundedSemaphore:
-    """The per-process limit on simultaneous argon2 computations."""
-    return threading.BoundedSemaphore(count)
+def _hashing_threads(count: int, pid: int) -> HashingThreads:
+    """This process's hashing threads (keyed by pid: threads do not survive a fork)."""
+    return HashingThreads(count)
 
 
-def _slot() -> threading.BoundedSemaphore:
-    """argon2id is CPU-bound and takes 19 MiB while it runs: a worker computes at most
-    PASSWORD_HASH_CONCURRENCY at once (more threads would only share the same cores and
-    multiply the memory), the others wait their turn."""
-    return _hash_slots(current_app.config["PASSWORD_HASH_CONCURRENCY"])
+def _on_hashing_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run an argon2 computation on this process's hashing threads."""
+    return _hashing_threads(current_app.config["PASSWORD_HASH_CONCURRENCY"], os.getpid()).run(function, *args)
 
 
 def hash_password(password: str) -> str:
     """Hash a password with argon2id; the whole password, never truncated."""
-    with _slot():
-        return hasher().hash(normalize(password))
+    return _on_hashing_thread(hasher().hash, normalize(password))
 
 
 def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
@@ -76,8 +173,7 @@ def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
         matches = check_password_hash(stored_hash, password) or check_password_hash(stored_hash, candidate)
         return matches, True
     try:
-        with _slot():
-            hasher().verify(stored_hash, candidate)
+        _on_hashing_thread(hasher().verify, stored_hash, candidate)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False, False
     return True, hasher().check_needs_rehash(stored_hash)
@@ -86,7 +182,7 @@ def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
 @lru_cache(maxsize=8)
 def _dummy_hash(time_cost: int, memory_cost: int, parallelism: int) -> str:
     """A hash of a random value with the current parameters, made once per parameter set."""
-    return _hasher(time_cost, memory_cost, parallelism).hash("dummy password for timing")
+    return _on_hashing_thread(_hasher(time_cost, memory_cost, parallelism).hash, "dummy password for timing")
 
 
 def burn_verification(password: str) -> None:

@@ -7,7 +7,14 @@ account enumeration) goes through the real stack on every backend.
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import secrets
+import subprocess
+import sys
+import threading
+import time
 import uuid
 
 import argon2
@@ -297,3 +304,107 @@ def test_login_disabled_account_with_wrong_password_is_invalid_credentials(app, 
     right = client.post("/login", json={"email": user["user"]["email"], "password": PASSWORD})
     assert right.status_code == 403
     assert right.get_json()["code"] == "account_disabled"
+
+
+def test_hashing_uses_at_most_the_configured_threads(testing_app, monkeypatch):
+    """PASSWORD_HASH_CONCURRENCY bounds the argon2 computations of a process; other callers queue."""
+    testing_app.config["PASSWORD_HASH_CONCURRENCY"] = 2
+    lock = threading.Lock()
+    seen = {"active": 0, "peak": 0, "threads": set()}
+    real_hash = argon2.PasswordHasher.hash
+
+    def slow_hash(self, password, *, salt=None):
+        with lock:
+            seen["active"] += 1
+            seen["peak"] = max(seen["peak"], seen["active"])
+            seen["threads"].add(threading.current_thread().name)
+        time.sleep(0.05)
+        try:
+            return real_hash(self, password)
+        finally:
+            with lock:
+                seen["active"] -= 1
+
+    monkeypatch.setattr(argon2.PasswordHasher, "hash", slow_hash)
+    results = []
+
+    def caller():
+        with testing_app.app_context():
+            results.append(passwords.hash_password(PASSWORD))
+
+    callers = [threading.Thread(target=caller) for _ in range(6)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(timeout=30)
+    assert len(results) == 6 and all(passwords.verify_password(stored, PASSWORD)[0] for stored in results)
+    assert seen["peak"] == 2
+    assert len(seen["threads"]) == 2 and all(name.startswith("argon2") for name in seen["threads"])
+
+
+MEMORY_PROBE = r"""
+import json, os, secrets, threading, time
+from flask import Flask
+import config
+from app.services import passwords
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+settings = config.ProductionConfig({"DATABASE_URL": "sqlite://", "JWT_SECRET_KEY": secrets.token_urlsafe(48)})
+app = Flask("probe")
+app.config.from_mapping(settings.as_dict())
+with app.app_context():
+    stored = passwords.hash_password("correct horse battery")
+    time.sleep(0.3)
+    idle_before = rss_mb()
+    peak, running = [idle_before], True
+
+    def sample():
+        while running:
+            peak.append(rss_mb())
+            time.sleep(0.002)
+
+    def caller():
+        with app.app_context():
+            for _ in range(3):
+                assert passwords.verify_password(stored, "correct horse battery")[0]
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    running = False
+    sampler.join()
+    time.sleep(0.3)
+    print(json.dumps({"idle_before": idle_before, "peak": max(peak), "idle_after": rss_mb()}))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's allocator"
+)
+def test_hashing_memory_is_one_block_under_load_and_returned_when_idle():
+    """Four callers share one 19 MiB argon2 block (production parameters), and an idle worker returns it.
+
+    Issue 5: at most 100 MB per worker. Without the dedicated thread each caller's arena would
+    keep a block; without the release an idle worker would keep one.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE],
+        cwd=config.BASE_DIR,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "APP_ENV": "production"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    memory = json.loads(done.stdout.strip().splitlines()[-1])
+    block = 19 * 1.048576  # MB
+    assert memory["peak"] - memory["idle_before"] >= 0.8 * block, memory  # the probe saw the block
+    assert memory["peak"] - memory["idle_before"] < 1.6 * block, memory  # but only one
+    assert memory["idle_after"] - memory["idle_before"] < 3, memory  # and it went back
