@@ -26,7 +26,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 COPY config.py wsgi.py ./
 COPY app/ app/
 COPY migrations/ migrations/
-COPY deploy/entrypoint.sh deploy/dbctl.py deploy/healthcheck.py deploy/gunicorn.conf.py deploy/
+COPY deploy/entrypoint.sh deploy/dbctl.py deploy/healthcheck.py deploy/gunicorn.conf.py deploy/gthread.py deploy/
 # Bytecode now, since nothing can be written at run time.
 RUN chmod 0755 deploy/entrypoint.sh \
  && python -m compileall -q config.py wsgi.py app migrations deploy

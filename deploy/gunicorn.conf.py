@@ -22,8 +22,11 @@ import math
 import os
 import shutil
 import ssl
+import sys
 import tempfile
 from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env_int(name: str, default: int, minimum: int = 0) -> int:
@@ -76,8 +79,11 @@ proc_name = "auth-service"
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8443")
 
 # gthread: a few processes, each with a thread pool; the work is argon2 (releases the GIL) and
-# database round-trips, so threads overlap well.
-worker_class = "gthread"
+# database round-trips, so threads overlap well. deploy/gthread.py's subclass also spreads new
+# connections over the workers instead of letting the first to wake take them all.
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+worker_class = "deploy.gthread.BalancedThreadWorker"
 # One process per usable CPU: the CPU-bound work (argon2, JWT signatures, Python itself under
 # the GIL) runs one per process, so more processes than cores only add memory and context
 # switches; the threads overlap the waits (database, network). Scale out with replicas.

@@ -40,7 +40,7 @@ def test_defaults_serve_gthread_on_8443_sized_from_the_usable_cpus(monkeypatch):
     cpus = namespace["usable_cpus"]()
     assert 1 <= cpus <= (os.cpu_count() or 1)
     assert config.workers == cpus
-    assert config.worker_class_str == "gthread" and config.threads == 4
+    assert config.worker_class_str == "deploy.gthread.BalancedThreadWorker" and config.threads == 4
     assert config.bind == ["0.0.0.0:8443"]
     assert (config.timeout, config.graceful_timeout, config.keepalive) == (30, 30, 5)
     assert config.certfile is None and config.keyfile is None
