@@ -6,10 +6,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -61,7 +65,7 @@ class VerifiedToken:
     type: str
     fresh: bool
     expires_at: datetime
-    claims: dict[str, Any]
+    claims: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +122,54 @@ def issue_pair(
     )
 
 
-def decode(token: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CheckedToken:
+    """What verifying a token's signature and claims established, kept for its next presentations."""
+
+    claims: Mapping[str, Any]  # read-only: one instance serves every presentation of the token
+    iat: int
+    nbf: int
+    exp: int
+
+
+def decode(token: str) -> Mapping[str, Any]:
     """Check signature, algorithm, time claims, issuer and required claims; return the claims.
 
     Raises InvalidToken("expired") or InvalidToken("invalid"). Touches no database.
+
+    A token that passed once is remembered by this worker (TOKEN_CACHE_SIZE tokens, least
+    recently used dropped first), keyed by its whole text, so presenting it again costs a
+    lookup and the clock checks instead of a base64 and JSON parse and an HMAC or signature
+    (about 80 µs, a third of /checkToken's CPU). Envoy's jwt_authn caches verified tokens the
+    same way. Only successes are kept, so invalid tokens cannot fill the cache; the clock
+    claims are checked again on every presentation, exactly as PyJWT checks them; revocation
+    is not part of this and is asked on every call (verify_token). The keys are fixed for the
+    life of the process (app/services/keys.py), so a remembered verdict cannot go stale.
     """
+    remembered = current_app.extensions["verified_tokens"]
+    checked = remembered(token) if remembered is not None else _check(token)
+    if remembered is not None:
+        leeway = current_app.config["JWT_DECODE_LEEWAY"]
+        now = time.time()
+        # The same comparisons as PyJWT's _validate_exp, _validate_nbf and _validate_iat.
+        if checked.exp <= now - leeway:
+            raise InvalidToken("expired")
+        if checked.nbf > now + leeway or checked.iat > now + leeway:
+            raise InvalidToken("invalid")  # only if the clock went back since the first check
+    return checked.claims
+
+
+def token_memory(app) -> Callable[[str], CheckedToken] | None:
+    """The per-app memory of verified tokens for decode(), or None when TOKEN_CACHE_SIZE is 0.
+
+    functools.lru_cache: thread-safe, in C, bounded, and it never keeps a call that raised.
+    """
+    size = app.config["TOKEN_CACHE_SIZE"]
+    return functools.lru_cache(maxsize=size)(_check) if size else None
+
+
+def _check(token: str) -> CheckedToken:
+    """Full verification by PyJWT (RFC 8725): everything decode() promises, from scratch."""
     config = current_app.config
     try:
         # With one shared secret the header is not needed to pick the key, so the token is
@@ -149,7 +196,8 @@ def decode(token: str) -> dict[str, Any]:
         raise InvalidToken("invalid") from None
     if not all(isinstance(claims[name], str) for name in ("sub", "jti", "sid", "type")):
         raise InvalidToken("invalid")
-    return claims
+    # PyJWT has just checked that these convert.
+    return CheckedToken(MappingProxyType(claims), int(claims["iat"]), int(claims["nbf"]), int(claims["exp"]))
 
 
 def key_ring() -> KeyRing:
