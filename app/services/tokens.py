@@ -130,9 +130,17 @@ class CheckedToken:
     iat: int
     nbf: int
     exp: int
+    user_id: uuid.UUID | None  # sub and sid parsed, None when not UUIDs
+    sid: uuid.UUID | None
+    expires_at: datetime
 
 
 def decode(token: str) -> Mapping[str, Any]:
+    """The claims of a valid token (see checked())."""
+    return checked(token).claims
+
+
+def checked(token: str) -> CheckedToken:
     """Check signature, algorithm, time claims, issuer and required claims; return the claims.
 
     Raises InvalidToken("expired") or InvalidToken("invalid"). Touches no database.
@@ -146,17 +154,19 @@ def decode(token: str) -> Mapping[str, Any]:
     is not part of this and is asked on every call (verify_token). The keys are fixed for the
     life of the process (app/services/keys.py), so a remembered verdict cannot go stale.
     """
-    remembered = current_app.extensions["verified_tokens"]
-    checked = remembered(token) if remembered is not None else _check(token)
-    if remembered is not None:
-        leeway = current_app.config["JWT_DECODE_LEEWAY"]
-        now = time.time()
-        # The same comparisons as PyJWT's _validate_exp, _validate_nbf and _validate_iat.
-        if checked.exp <= now - leeway:
-            raise InvalidToken("expired")
-        if checked.nbf > now + leeway or checked.iat > now + leeway:
-            raise InvalidToken("invalid")  # only if the clock went back since the first check
-    return checked.claims
+    app = current_app._get_current_object()
+    remembered = app.extensions["verified_tokens"]
+    if remembered is None:
+        return _check(token)
+    found = remembered(token)
+    leeway = app.config["JWT_DECODE_LEEWAY"]
+    now = time.time()
+    # The same comparisons as PyJWT's _validate_exp, _validate_nbf and _validate_iat.
+    if found.exp <= now - leeway:
+        raise InvalidToken("expired")
+    if found.nbf > now + leeway or found.iat > now + leeway:
+        raise InvalidToken("invalid")  # only if the clock went back since the first check
+    return found
 
 
 def token_memory(app) -> Callable[[str], CheckedToken] | None:
@@ -196,8 +206,24 @@ def _check(token: str) -> CheckedToken:
         raise InvalidToken("invalid") from None
     if not all(isinstance(claims[name], str) for name in ("sub", "jti", "sid", "type")):
         raise InvalidToken("invalid")
-    # PyJWT has just checked that these convert.
-    return CheckedToken(MappingProxyType(claims), int(claims["iat"]), int(claims["nbf"]), int(claims["exp"]))
+    # PyJWT has just checked that the times convert.
+    exp = int(claims["exp"])
+    return CheckedToken(
+        claims=MappingProxyType(claims),
+        iat=int(claims["iat"]),
+        nbf=int(claims["nbf"]),
+        exp=exp,
+        user_id=_uuid_or_none(claims["sub"]),
+        sid=_uuid_or_none(claims["sid"]),
+        expires_at=datetime.fromtimestamp(exp, UTC),
+    )
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def key_ring() -> KeyRing:
@@ -290,14 +316,13 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
     Raises InvalidToken with reason expired, invalid, wrong_type, revoked or user_inactive,
     and lets a database failure propagate (it becomes a 503: never "valid" when unsure).
     """
-    claims = decode(token)
+    found = checked(token)
+    claims = found.claims
     if claims["type"] != expected_type:
         raise InvalidToken("wrong_type" if claims["type"] in (ACCESS, REFRESH) else "invalid")
-    try:
-        user_id = uuid.UUID(claims["sub"])
-        sid = uuid.UUID(claims["sid"])
-    except ValueError:
-        raise InvalidToken("invalid") from None
+    user_id, sid = found.user_id, found.sid
+    if user_id is None or sid is None:
+        raise InvalidToken("invalid")
     # Refresh tokens always ask the database: rotation must see the latest state.
     state = token_state(user_id, sid, claims["jti"], use_cache=expected_type == ACCESS)
     if not state.user_exists:
@@ -317,7 +342,7 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
         sid=sid,
         type=claims["type"],
         fresh=bool(claims.get("fresh", False)),
-        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        expires_at=found.expires_at,
         claims=claims,
     )
 
