@@ -293,4 +293,14 @@ def write_markdown(path: Path, results: dict[str, Any], goals: list[dict[str, An
         md_table(["goal", "measured", ""], [[g["goal"], g["figures"], mark(g["ok"])] for g in goals]),
         "",
     ]
+    if any(g["ok"] is False for g in goals):
+        text += [
+            "A goal marked NOT met: its profile, and why, are in `bench/PROFILE.md` (a section per endpoint).",
+            "",
+        ]
+    text += [
+        "RSS after the /login run includes the 19 MiB argon2id block a worker keeps while logins queue; "
+        "it is returned when the queue empties (`app/services/passwords.py`), as the next rows show.",
+        "",
+    ]
     path.write_text("\n".join(text))
