@@ -86,8 +86,9 @@ class HashingThreads:
         finally:
             with self.lock:
                 self.pending -= 1
-            # Queued after this result is handed over, so no login waits for the release.
-            self.executor.submit(self._release_if_idle)
+                idle = not self.pending
+            if idle:  # queued after this result is handed over, so no login waits for the release
+                self.executor.submit(self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         with self.lock:
