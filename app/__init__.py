@@ -122,11 +122,9 @@ def register_blueprints(app: Flask) -> None:
     """Mount the controllers, then put the rate limits on the ones that need them."""
     from app.api import register_blueprints as register
     from app.ratelimit import init_rate_limits
-    from app.services.throttle import init_throttle
 
     register(app)
     init_rate_limits(app)
-    init_throttle(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, keys, tokens, users
+from app.services import audit, keys, throttle, tokens, users
 
 
 class AdminInput(Schema):
@@ -56,9 +56,12 @@ def create_admin(email: str, password: str | None, name: str | None) -> None:
 @click.command("purge-tokens")
 @with_appcontext
 def purge_tokens() -> None:
-    """Delete revocation records and sessions whose tokens have expired anyway."""
+    """Delete revocation records and sessions whose tokens have expired anyway, and stale throttle counts."""
     revoked, sessions = tokens.purge_expired()
-    click.echo(f"Purged {revoked} revocation record(s) and {sessions} expired session(s).")
+    counts = throttle.purge_expired()
+    click.echo(
+        f"Purged {revoked} revocation record(s), {sessions} expired session(s) and {counts} stale throttle count(s)."
+    )
 
 
 @click.command("purge-audit")

@@ -25,10 +25,14 @@ FAILURE_STATUSES = frozenset({401, 403, 409})
 
 # endpoint → (config key of the limit on every request, config key of the failure budget)
 LIMITED_ENDPOINTS = {
-    "auth.login": ("RATELIMIT_LOGIN", "RATELIMIT_LOGIN_FAILURES"),
+    "auth.login": ("RATELIMIT_LOGIN", None),
     "auth.signup": ("RATELIMIT_SIGNUP", "RATELIMIT_SIGNUP_FAILURES"),
     "auth.refresh": ("RATELIMIT_REFRESH", "RATELIMIT_REFRESH_FAILURES"),
 }
+# Every endpoint that checks a password spends one per-IP failure budget (RATELIMIT_LOGIN_FAILURES):
+# a stolen access token must not turn /me/password or DELETE /me into a faster password oracle
+# than /login (ASVS 2.2.1).
+PASSWORD_CHECKS = ("auth.login", "me.change_password", "me.delete_me", "users.delete_user")
 
 
 def _failed(response) -> bool:
@@ -49,6 +53,11 @@ def init_rate_limits(app: Flask) -> Limiter:
         # Redis down: count in-process rather than refuse every login.
         in_memory_fallback_enabled=True,
     )
+    credential_failures = limiter.shared_limit(
+        config["RATELIMIT_LOGIN_FAILURES"], scope="password-failures", deduct_when=_failed
+    )
+    for endpoint in PASSWORD_CHECKS:
+        app.view_functions[endpoint] = credential_failures(app.view_functions[endpoint])
     for endpoint, (limit_key, failures_key) in LIMITED_ENDPOINTS.items():
         view = app.view_functions[endpoint]
         if failures_key:

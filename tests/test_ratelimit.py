@@ -1,13 +1,12 @@
-"""Throttling: per-IP limits (Flask-Limiter) and per-account growing delays, answered with 429."""
+"""Per-IP rate limits (Flask-Limiter), answered with 429 (the account throttle: tests/services/test_throttle.py)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, Auth
 from tests.helpers import assert_problem
 
 
@@ -86,59 +85,25 @@ def test_refresh_failures_per_ip_are_limited(limited):
     assert_429(client.post("/refresh", json={"refresh_token": "x.y.z"}), "rate_limited")
 
 
-@pytest.fixture
-def sqlite_only(backend):
-    """The account throttle keeps its counts outside the database: one backend is enough."""
-    if backend != "sqlite":
-        pytest.skip("throttle state is not in the database; exercised on SQLite")
-
-
-@pytest.mark.parametrize("exists", [True, False])
-@pytest.mark.usefixtures("sqlite_only")
-def test_account_throttle_grows_and_expires(make_app, auth, exists):
-    app = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="3", RATELIMIT_KEY_PREFIX=uuid.uuid4().hex)
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/me/password", {"current_password": "wrong password!", "new_password": "a fresh passphrase"}),
+        ("delete", "/me", {"password": "wrong password!"}),
+        ("delete", "/users/{id}", {"password": "wrong password!"}),
+    ],
+)
+def test_password_checks_share_the_login_failure_budget(limited, auth, method, path, body):
+    """A stolen token gets no more password guesses per address than /login allows (issue: oracles)."""
+    app = limited(RATELIMIT_LOGIN_FAILURES="3/minute")
     client = app.test_client()
-    email = auth.signup()["user"]["email"] if exists else "ghost@example.com"
-    statuses = [login(client, email, ip=f"10.0.0.{n}").status_code for n in range(2)]
-    assert statuses == [401, 401]
-    # The third failure starts a 1 s delay; every address sees it (the account is the key).
-    assert login(client, email, ip="10.0.1.1").status_code == 401
-    assert assert_429(login(client, email, ip="10.0.1.2"), "too_many_attempts") == 1
-    # Even the right password waits: the answer must not tell whether it was right.
-    assert_429(login(client, email, PASSWORD, ip="10.0.1.3"), "too_many_attempts")
-    time.sleep(1.1)
-    assert login(client, email, ip="10.0.2.1").status_code == 401
-    assert assert_429(login(client, email, ip="10.0.2.2"), "too_many_attempts") == 2  # growing
-    time.sleep(2.1)
-    if exists:
-        assert login(client, email, PASSWORD).status_code == 200  # no permanent lockout
-        assert login(client, email).status_code == 401  # and success reset the count
-        assert login(client, email).status_code == 401
-
-
-@pytest.mark.usefixtures("sqlite_only")
-def test_account_throttle_delay_is_capped(make_app):
-    app = make_app(
-        LOGIN_THROTTLE_ENABLED="true",
-        LOGIN_FREE_FAILURES="1",
-        LOGIN_MAX_DELAY="1",
-        RATELIMIT_KEY_PREFIX=uuid.uuid4().hex,
-    )
-    client = app.test_client()
-    for _ in range(6):
-        response = login(client, "capped@example.com")
-        if response.status_code == 429:
-            assert int(response.headers["Retry-After"]) <= 1
-            time.sleep(1.05)
-    assert login(client, "capped@example.com").status_code == 401
-
-
-def test_throttle_answers_alike_for_known_and_unknown_accounts(make_app, auth):
-    app = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="1", RATELIMIT_KEY_PREFIX=uuid.uuid4().hex)
-    client = app.test_client()
-    known = auth.signup()["user"]["email"]
-    for email in (known, "unknown@example.com"):
-        assert login(client, email).status_code == 401
-    blocked = [login(client, email) for email in (known, "unknown@example.com")]
-    assert [r.get_json() for r in blocked][0] == [r.get_json() for r in blocked][1]
-    assert {r.status_code for r in blocked} == {429}
+    me = Auth(client, app).signup()
+    url = path.format(id=me["user_id"])
+    headers = {"Authorization": f"Bearer {me['access_token']}"}
+    send = getattr(client, method)
+    ip = {"REMOTE_ADDR": "10.7.7.7"}
+    assert send(url, json=body, headers=headers, environ_base=ip).status_code == 401
+    assert send(url, json=body, headers=headers, environ_base=ip).status_code == 401
+    assert login(client, "nobody@example.com", ip="10.7.7.7").status_code == 401
+    assert_429(send(url, json=body, headers=headers, environ_base=ip), "rate_limited")
+    assert_429(login(client, me["user"]["email"], PASSWORD, ip="10.7.7.7"), "rate_limited")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from app.api.base import BEARER_SECURITY, Blueprint, admin_required, caller, login_required
 from app.schemas.common import MessageResponseSchema, UserResponseSchema
-from app.schemas.users import UserCreateSchema, UserListQuerySchema, UserListSchema, UserUpdateSchema
+from app.schemas.users import (
+    UserCreateSchema,
+    UserDeleteSchema,
+    UserListQuerySchema,
+    UserListSchema,
+    UserUpdateSchema,
+)
 from app.services import users
 
 blp = Blueprint("users", __name__, description="User management")
@@ -61,12 +67,15 @@ def update_user(args, user_id):
 
 @blp.route("/users/<user_id>", methods=["DELETE"])
 @login_required
+@blp.arguments(UserDeleteSchema)
 @blp.response(200, MessageResponseSchema)
+@blp.problem(400, "validation_error: `password` is required to delete one's own account")
+@blp.problem(401, "invalid_credentials: wrong password for one's own account")
 @blp.problem(409, "last_admin")
 @blp.doc(security=BEARER_SECURITY)
 @blp.problem(403)
 @blp.problem(404)
-def delete_user(user_id):
-    """Delete a user and all their tokens (admins, or the user themself)."""
-    users.delete_user(actor=caller(), target_id=user_id)
+def delete_user(args, user_id):
+    """Delete a user and all their tokens (admins; or the user themself, with their password as for DELETE /me)."""
+    users.delete_user(actor=caller(), target_id=user_id, password=args.get("password"))
     return {"message": "User deleted."}

@@ -30,6 +30,13 @@ class UserUpdateSchema(Schema):
     password = Password()
 
 
+class UserDeleteSchema(Schema):
+    """DELETE /users/{id}: an admin deleting someone else sends no body; deleting one's own account
+    needs `password`, exactly as DELETE /me does."""
+
+    password = Password(metadata={"description": "Required when the account is the caller's own"})
+
+
 class UserListQuerySchema(Schema):
     """GET /users query parameters."""
 

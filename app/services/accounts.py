@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.errors import AccountDisabled, InvalidCredentials, NotFound
 from app.extensions import db
 from app.models import Session, User, utcnow
-from app.services import audit, passwords, throttle, tokens, users
+from app.services import audit, credentials, passwords, throttle, tokens, users
 
 
 def signup(
@@ -53,28 +53,27 @@ def login(
     error, so neither the answer nor its timing tells whether the account exists (ASVS 2.2.x).
     """
     user = find_by_identifier(email=email, username=username)
-    subject = f"user:{user.id}" if user is not None else f"identifier:{email or username.lower()}"
-    target = user.id if user is not None else None
+    subject = credentials.subject(user, email or (username or "").lower())
     try:
-        throttle.ensure_allowed(subject)
+        throttle.begin_attempt(subject)
     except throttle.TooManyAttempts:
-        audit.record_now("login_throttled", target_id=target)
+        audit.record_now("login_throttled", target_id=user.id if user is not None else None)
         raise
     if user is None:
         passwords.burn_verification(password)
-        throttle.record_failure(subject)
         # What was typed is not recorded: a mistyped identifier is often a password.
         audit.record_now("login_failed", reason="unknown_account")
         raise InvalidCredentials()
-    matches, needs_rehash = passwords.verify_password(user.password_hash, password)
+    verified_hash = user.password_hash
+    matches, needs_rehash = passwords.verify_password(verified_hash, password)
     if not matches:
-        throttle.record_failure(subject)
-        audit.record_now("login_failed", target_id=target, reason="wrong_password")
+        audit.record_now("login_failed", target_id=user.id, reason="wrong_password")
         raise InvalidCredentials()
     throttle.record_success(subject)
     if not user.is_active:
-        audit.record_now("login_failed", target_id=target, reason="account_disabled")
+        audit.record_now("login_failed", target_id=user.id, reason="account_disabled")
         raise AccountDisabled()
+    needs_rehash = credentials.hold(user, verified_hash, password, needs_rehash)
     if needs_rehash:
         user.password_hash = passwords.hash_password(password)
     pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
@@ -83,22 +82,17 @@ def login(
     return user, pair
 
 
-def require_password(user: User, password: str) -> None:
-    """Raise InvalidCredentials unless `password` is the user's current password."""
-    matches, _ = passwords.verify_password(user.password_hash, password)
-    if not matches:
-        raise InvalidCredentials("The current password is incorrect.")
-
-
 def change_password(user: User, *, current_sid: uuid.UUID, current_password: str, new_password: str) -> None:
     """Change the password and revoke every other session of the user.
 
     The calling session survives: it has just proven the current password. Raises
-    InvalidCredentials, ValidationFailed.
+    InvalidCredentials, ValidationFailed, TooManyAttempts.
     """
-    require_password(user, current_password)
+    credentials.require_password(user, current_password)
     passwords.check_policy(new_password, field="new_password", email=user.email, username=user.username)
-    user.password_hash = passwords.hash_password(new_password)
+    new_hash = passwords.hash_password(new_password)
+    credentials.lock(user)
+    user.password_hash = new_hash
     revoked = tokens.revoke_sessions(user.id, Session.id != current_sid)
     audit.record("password_changed", actor_id=user.id, target_id=user.id, sessions_revoked=revoked)
     db.session.commit()
@@ -110,10 +104,11 @@ def update_me(user: User, changes: dict[str, Any]) -> User:
 
 
 def delete_me(user: User, *, password: str) -> None:
-    """Delete one's own account after re-checking the password. Raises InvalidCredentials, LastAdmin."""
-    require_password(user, password)
-    audit.record("account_deleted", actor_id=user.id, target_id=user.id)
-    users.delete_account(user)
+    """Delete one's own account after re-checking the password (the rule of users.delete_user).
+
+    Raises InvalidCredentials, TooManyAttempts, LastAdmin.
+    """
+    users.delete_user(actor=user, target_id=str(user.id), password=password)
 
 
 def list_sessions(user: User, *, current_sid: uuid.UUID) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ EVENTS = (
     "login_succeeded",
     "login_failed",
     "login_throttled",
+    "reauthentication_failed",
     "logout",
     "refresh_reuse_detected",
     "password_changed",

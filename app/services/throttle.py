@@ -1,29 +1,38 @@
-"""Per-account login throttling: growing delays after repeated failures, never a permanent lockout.
+"""Per-account throttling of secret checks: growing delays after repeated failures, never a lockout.
 
 NIST 800-63B 5.2.2 / ASVS 2.2.1: after LOGIN_FREE_FAILURES failed attempts on one account,
 each further failure makes the next attempt wait 1, 2, 4, … seconds, up to LOGIN_MAX_DELAY;
 the count is forgotten LOGIN_FAILURE_WINDOW seconds after the first failure, or on success.
 An unknown account is throttled exactly like a real one, so a 429 tells nothing about
-existence. Counts live in Redis when REDIS_URL is set (shared by every worker and instance).
+existence. Every place that checks a password (login, /me/password, deleting one's account)
+counts against the same budget.
+
+The counts live in the database (table login_throttle): it is the one store every worker and
+every instance shares, so the budget is the documented one however the service is scaled.
+An attempt is counted *before* its secret is checked, in one short transaction that locks
+the account's row: parallel guesses queue on that row, and once the free attempts are used
+the next one is refused before any hash is computed. A success clears the count.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
-import time
+from datetime import datetime, timedelta
 
-from flask import Flask, current_app
-from limits.storage import Storage, storage_from_string
+from flask import current_app
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from app.errors import AppError
+from app.extensions import db
+from app.models import LoginThrottle, utcnow
 
-log = logging.getLogger(__name__)
+_TABLE = LoginThrottle.__table__
 
 
 class TooManyAttempts(AppError):
-    """Too many failed logins for this account; try again after Retry-After seconds."""
+    """Too many failed attempts for this account; try again after Retry-After seconds."""
 
     status = 429
     code = "too_many_attempts"
@@ -34,65 +43,100 @@ class TooManyAttempts(AppError):
         super().__init__(headers={"Retry-After": str(max(1, retry_after))})
 
 
-def init_throttle(app: Flask) -> None:
-    """Give the app its throttle storage (Redis when REDIS_URL is set, else in-process)."""
-    app.extensions["login_throttle"] = storage_from_string(app.config["REDIS_URL"] or "memory://")
+def subject_key(subject: str) -> str:
+    """The row key of a subject (`user:<id>` or `identifier:<email or username>`): a digest, never the text."""
+    return hashlib.sha256(subject.encode()).hexdigest()
 
 
-def _storage() -> Storage | None:
-    """The current app's storage, or None when throttling is off."""
-    if not current_app.config["LOGIN_THROTTLE_ENABLED"]:
-        return None
-    return current_app.extensions["login_throttle"]
+def _enabled() -> bool:
+    return current_app.config["LOGIN_THROTTLE_ENABLED"]
 
 
-def _keys(subject: str) -> tuple[str, str]:
-    """Storage keys for one account; identifiers are hashed, never kept in clear."""
-    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
-    prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
-    return f"{prefix}:login-failures:{digest}", f"{prefix}:login-blocked:{digest}"
+def begin_attempt(subject: str) -> None:
+    """Count an attempt on `subject` before its secret is checked; raise TooManyAttempts while it must wait.
 
-
-def ensure_allowed(subject: str) -> None:
-    """Raise TooManyAttempts while the account is in a delay. A storage outage lets the login through."""
-    storage = _storage()
-    if storage is None:
-        return
-    _, blocked = _keys(subject)
-    try:
-        if storage.get(blocked) > 0:
-            raise TooManyAttempts(math.ceil(storage.get_expiry(blocked) - time.time()))
-    except TooManyAttempts:
-        raise
-    except Exception:  # the per-IP limits still apply; availability beats a hard failure here
-        log.warning("login throttle storage unavailable; not throttling", exc_info=True)
-
-
-def record_failure(subject: str) -> None:
-    """Count a failed login; past the free attempts, start the next delay."""
-    storage = _storage()
-    if storage is None:
+    Commits the session at once, so every other worker sees the count before this request
+    spends ~20 ms on the hash: call it before the request changes anything. (The session's own
+    connection, not a second one: a request never needs two pooled connections, which could
+    starve the pool under load.) A database failure propagates (the caller answers 503): an
+    unthrottled secret check is never the fallback.
+    """
+    if not _enabled():
         return
     config = current_app.config
-    failures, blocked = _keys(subject)
+    key = subject_key(subject)
+    now = utcnow()
+    session = db.session
     try:
-        count = storage.incr(failures, config["LOGIN_FAILURE_WINDOW"])
-        if count >= config["LOGIN_FREE_FAILURES"]:
-            delay = min(2 ** (count - config["LOGIN_FREE_FAILURES"]), config["LOGIN_MAX_DELAY"])
-            storage.clear(blocked)
-            storage.incr(blocked, delay)
-    except Exception:
-        log.warning("login throttle storage unavailable; failure not counted", exc_info=True)
+        _lock_row(key, now)
+        row = session.execute(
+            select(_TABLE.c.failures, _TABLE.c.window_ends_at, _TABLE.c.blocked_until)
+            .where(_TABLE.c.key == key)
+            .with_for_update()
+        ).one()
+        failures, window_ends_at, blocked_until = row.failures, row.window_ends_at, row.blocked_until
+        if window_ends_at <= now:
+            failures, window_ends_at = 0, now + timedelta(seconds=config["LOGIN_FAILURE_WINDOW"])
+        if failures and blocked_until is not None and blocked_until > now:
+            raise TooManyAttempts(math.ceil((blocked_until - now).total_seconds()))
+        failures += 1  # counted as a failure until the secret proves right (record_success)
+        free = config["LOGIN_FREE_FAILURES"]
+        if failures >= free:
+            blocked_until = now + timedelta(seconds=min(2 ** (failures - free), config["LOGIN_MAX_DELAY"]))
+        else:
+            blocked_until = None
+        session.execute(
+            update(_TABLE)
+            .where(_TABLE.c.key == key)
+            .values(failures=failures, window_ends_at=window_ends_at, blocked_until=blocked_until)
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def record_success(subject: str) -> None:
-    """A successful login clears the account's failures."""
-    storage = _storage()
-    if storage is None:
+    """The secret was right: forget the subject's failures (and the delay its attempt started); commits."""
+    if not _enabled():
         return
-    failures, blocked = _keys(subject)
-    try:
-        storage.clear(failures)
-        storage.clear(blocked)
-    except Exception:
-        log.warning("login throttle storage unavailable", exc_info=True)
+    db.session.execute(delete(_TABLE).where(_TABLE.c.key == subject_key(subject)))
+    db.session.commit()
+
+
+def clear(subject: str) -> None:
+    """Forget a subject's failures (e.g. after a completed password reset)."""
+    record_success(subject)
+
+
+def purge_expired(now: datetime | None = None) -> int:
+    """Delete counts whose window and delay are both over; commits; return how many."""
+    now = now or utcnow()
+    deleted = db.session.execute(
+        delete(_TABLE).where(
+            _TABLE.c.window_ends_at < now, (_TABLE.c.blocked_until.is_(None)) | (_TABLE.c.blocked_until < now)
+        )
+    ).rowcount
+    db.session.commit()
+    return deleted
+
+
+def _lock_row(key: str, now: datetime) -> None:
+    """Make sure the subject's row exists and hold its write lock until the transaction ends.
+
+    An upsert that *updates* on conflict locks the existing row on every database (PostgreSQL's
+    DO NOTHING and MySQL's INSERT IGNORE would not, and a later FOR UPDATE could deadlock).
+    SQLite serializes writers anyway.
+    """
+    values = {"key": key, "failures": 0, "window_ends_at": now, "blocked_until": None}
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement = postgresql.insert(_TABLE).values(values)
+        statement = statement.on_conflict_do_update(index_elements=[_TABLE.c.key], set_={"key": statement.excluded.key})
+    elif dialect == "mysql":
+        statement = mysql.insert(_TABLE).values(values)
+        statement = statement.on_duplicate_key_update(key=statement.inserted.key)
+    else:
+        statement = sqlite.insert(_TABLE).values(values)
+        statement = statement.on_conflict_do_update(index_elements=[_TABLE.c.key], set_={"key": statement.excluded.key})
+    db.session.execute(statement)

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, EmailTaken, Forbidden, LastAdmin, NotFound, UsernameTaken
+from app.errors import Conflict, EmailTaken, Forbidden, LastAdmin, NotFound, UsernameTaken, ValidationFailed
 from app.extensions import db
 from app.models import RevokedToken, Session, User
-from app.services import audit, passwords, revocations, tokens
+from app.services import audit, credentials, passwords, revocations, tokens
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
@@ -182,10 +182,14 @@ def apply_update(target: User, changes: dict[str, Any], *, actor_id: uuid.UUID |
         target.role = changes["role"]
     if "password" in changes:
         passwords.check_policy(changes["password"], email=target.email, username=target.username)
-        target.password_hash = passwords.hash_password(changes["password"])
+        new_hash = passwords.hash_password(changes["password"])
+        credentials.lock(target)
+        target.password_hash = new_hash
         tokens.void_all_tokens(target)  # an admin reset ends every session of the account
         audit.record("password_reset", actor_id=actor_id, target_id=target.id)
     if "is_active" in changes and changes["is_active"] != target.is_active:
+        if not changes["is_active"]:
+            credentials.lock(target)
         target.is_active = changes["is_active"]
         if not target.is_active:
             tokens.void_all_tokens(target)  # API.md: deactivated after issue voids the token
@@ -203,6 +207,12 @@ def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User
     target = visible_user(actor=actor, target_id=target_id)
     if actor.role != "admin" and not SELF_EDITABLE.issuperset(changes):
         raise Forbidden("Only an admin may change role, is_active or password here.")
+    if target.id == actor.id and "password" in changes:
+        # POST /me/password asks for the current password; no path may skip that (ASVS 2.1.6).
+        raise ValidationFailed(
+            "Change your own password with POST /me/password.",
+            errors={"password": ["Change your own password with POST /me/password (it needs the current one)."]},
+        )
     return apply_update(target, changes, actor_id=actor.id)
 
 
@@ -225,10 +235,25 @@ def delete_account(target: User) -> None:
     db.session.commit()
 
 
-def delete_user(*, actor: User, target_id: str) -> None:
-    """DELETE /users/{id} by an admin or the user themself. Raises NotFound, Forbidden, LastAdmin."""
+def delete_user(*, actor: User, target_id: str, password: str | None = None) -> None:
+    """DELETE /users/{id} by an admin, or by the user themself with their password.
+
+    Deleting one's own account is the same act as DELETE /me whichever path asks, so it needs
+    the password here too (ASVS 3.7.1: re-authentication before a sensitive change), admins
+    included. Raises NotFound, Forbidden, ValidationFailed, InvalidCredentials, TooManyAttempts,
+    LastAdmin.
+    """
     target = visible_user(actor=actor, target_id=target_id)
-    audit.record("user_deleted", actor_id=actor.id, target_id=target.id)
+    if target.id == actor.id:
+        if not password:
+            raise ValidationFailed(
+                "Deleting your own account needs your password.",
+                errors={"password": ["Required to delete your own account."]},
+            )
+        credentials.require_password(actor, password)
+        audit.record("account_deleted", actor_id=actor.id, target_id=actor.id)
+    else:
+        audit.record("user_deleted", actor_id=actor.id, target_id=target.id)
     delete_account(target)
 
 

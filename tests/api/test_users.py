@@ -545,7 +545,9 @@ def test_update_user_last_admin_conflict_keeps_other_changes_out(app, client, ad
 
 def test_delete_user_last_admin_conflict(app, client, admin):
     """The only active admin cannot delete themself through /users/{id}."""
-    response = client.delete(f"/users/{admin['user']['id']}", headers=bearer(admin["access_token"]))
+    response = client.delete(
+        f"/users/{admin['user']['id']}", json={"password": PASSWORD}, headers=bearer(admin["access_token"])
+    )
     assert_problem(response, 409, "last_admin")
     assert db_user(app, admin["user"]["id"]) is not None
 
@@ -602,12 +604,38 @@ def test_delete_user_admin_deletes_user(app, auth, client, admin, user):
 
 
 def test_delete_user_self(app, client, user):
-    """A user may delete themself through /users/{id}."""
-    response = client.delete(f"/users/{user['user_id']}", headers=bearer(user["access_token"]))
+    """A user may delete themself through /users/{id}, with the password DELETE /me asks for."""
+    response = client.delete(
+        f"/users/{user['user_id']}", json={"password": PASSWORD}, headers=bearer(user["access_token"])
+    )
     assert_ok(response)
     assert db_user(app, user["user_id"]) is None
     assert check_token(client, user["access_token"])["valid"] is False
     assert_problem(login_response(client, user["user"]["email"]), 401, "invalid_credentials")
+
+
+@pytest.mark.parametrize("body", [None, {}, {"password": "not the password"}])
+@pytest.mark.parametrize("who", ["user", "admin"])
+def test_delete_user_self_without_the_password_deletes_nothing(app, client, auth, who, body):
+    """The token alone cannot do through /users/{own id} what DELETE /me guards with the password."""
+    caller = auth.signup() if who == "user" else auth.make_admin()
+    if who == "admin":
+        auth.make_admin()  # not the last admin: only the password may stop this
+    kwargs = {"json": body} if body is not None else {}
+    response = client.delete(f"/users/{caller['user']['id']}", headers=bearer(caller["access_token"]), **kwargs)
+    if body and "password" in body:
+        assert_problem(response, 401, "invalid_credentials")
+    else:
+        assert_problem(response, 400, "validation_error")["errors"]["password"]
+    assert db_user(app, caller["user"]["id"]) is not None
+    assert check_token(client, caller["access_token"])["valid"] is True
+
+
+def test_admin_cannot_set_own_password_without_the_current_one(app, client, auth, admin):
+    """PATCH /users/{own id} with `password` would skip the current password POST /me/password needs."""
+    response = patch_user(client, admin["access_token"], admin["user"]["id"], {"password": "a brand new passphrase"})
+    assert_problem(response, 400, "validation_error")["errors"]["password"]
+    auth.login(admin["user"]["email"])  # the old password still works
 
 
 def test_delete_user_other_as_user_forbidden(app, auth, client, user):

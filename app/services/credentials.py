@@ -1,0 +1,82 @@
+"""Checking and holding credentials: every password check counts against the account's throttle,
+and a login's verdict is held against a concurrent password change.
+
+Login, re-authentication (POST /me/password, DELETE /me, deleting one's own account through
+/users) and the changes that must void sessions (password change, admin reset, deactivation)
+meet here, so the rules are written once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from app.errors import AccountDisabled, InvalidCredentials, ServiceUnavailable
+from app.extensions import db
+from app.models import User
+from app.services import audit, passwords, throttle
+
+
+def subject(user: User | None, identifier: str) -> str:
+    """The throttle subject: the account when it exists, else what was typed (throttled alike)."""
+    return f"user:{user.id}" if user is not None else f"identifier:{identifier}"
+
+
+def hold(user: User, verified_hash: str, password: str, needs_rehash: bool) -> bool:
+    """Lock the user's row for the rest of the login, provided the password checked is still theirs.
+
+    The hash was checked (~20 ms) without a lock. A password change, an admin reset or a
+    deactivation that committed meanwhile must win: they lock this row before revoking
+    sessions (lock below), so either this login's session exists by then and is
+    revoked with the others, or this conditional write finds the new hash and the login is
+    judged again against it. Returns whether the stored hash needs upgrading. Raises
+    InvalidCredentials, AccountDisabled.
+    """
+    for _ in range(3):
+        # A write that changes nothing: it takes the row lock (every database) and tells
+        # whether the row still holds the hash that was verified.
+        held = db.session.execute(
+            update(User)
+            .where(User.id == user.id, User.password_hash == verified_hash, User.is_active.is_(True))
+            .values(password_hash=User.password_hash, updated_at=User.updated_at)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if held == 1:
+            return needs_rehash
+        db.session.rollback()
+        db.session.refresh(user)
+        if not user.is_active:
+            audit.record_now("login_failed", target_id=user.id, reason="account_disabled")
+            raise AccountDisabled()
+        verified_hash = user.password_hash
+        matches, needs_rehash = passwords.verify_password(verified_hash, password)
+        if not matches:
+            audit.record_now("login_failed", target_id=user.id, reason="password_changed")
+            raise InvalidCredentials()
+    raise ServiceUnavailable("The account is changing; try again.", code="account_busy")
+
+
+def require_password(user: User, password: str) -> None:
+    """Raise InvalidCredentials unless `password` is the user's current password.
+
+    Every re-authentication (POST /me/password, DELETE /me, deleting one's own account through
+    /users) is a password check like a login, so it counts against the same per-account throttle
+    (ASVS 2.2.1); the per-IP failure budget is shared with /login too (app/ratelimit.py).
+    Raises TooManyAttempts while the account waits.
+    """
+    key = subject(user, "")
+    throttle.begin_attempt(key)
+    matches, _ = passwords.verify_password(user.password_hash, password)
+    if not matches:
+        audit.record_now("reauthentication_failed", actor_id=user.id, target_id=user.id)
+        raise InvalidCredentials("The current password is incorrect.")
+    throttle.record_success(key)
+
+
+def lock(user: User) -> None:
+    """Hold the user's row until commit, before a change that must void the sessions opened so far.
+
+    The other half of hold(): a login that verified the old password either holds this lock
+    first (then its session exists when the sessions are revoked) or waits for the change and
+    finds the new hash. SQLite takes no row locks, but serializes its writers.
+    """
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())

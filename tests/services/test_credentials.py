@@ -1,0 +1,102 @@
+"""Credentials: no login that verified the old password outlives a password change, reset or deactivation.
+
+Real threads against the real database (every backend): logins keep arriving while the
+password changes; once the change has answered, every token any of those logins got must be
+void. A login checks its hash without a lock (~20 ms with production argon2 parameters, used
+here to keep that window as wide as in production), so without the row lock that holds its
+verdict (app/services/credentials.py) some of them kept working sessions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.conftest import PASSWORD, Auth, bearer
+from tests.helpers import assert_ok, check_token
+
+NEW_PASSWORD = "a wholly different passphrase"
+PRODUCTION_HASH = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_COST": "19456"}
+
+
+def _logins_during(app, email: str, change) -> list[dict]:
+    """Log in with the old password from 6 threads until `change()` has returned; the 200 bodies."""
+    stop = threading.Event()
+    bodies: list[dict] = []
+    errors: list[BaseException] = []
+
+    def keep_logging_in() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            try:
+                response = client.post("/login", json={"email": email, "password": PASSWORD})
+                assert response.status_code in (200, 401, 403), response.get_json()
+                if response.status_code == 200:
+                    bodies.append(response.get_json())
+            except BaseException as error:  # surfaced below
+                errors.append(error)
+                return
+
+    threads = [threading.Thread(target=keep_logging_in) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.15)  # logins are in flight, some between their hash check and their session
+    change()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return bodies
+
+
+def _assert_all_void(client, bodies: list[dict]) -> None:
+    """Every token of these logins is refused: access by /checkToken, refresh by /refresh."""
+    assert bodies, "no login got through before the change: the race was not exercised"
+    for body in bodies:
+        assert check_token(client, body["access_token"])["valid"] is False, body["user"]
+        assert client.post("/refresh", json={"refresh_token": body["refresh_token"]}).status_code == 401
+
+
+@pytest.mark.parametrize("rounds", [3])
+def test_no_login_survives_a_password_change(make_app, rounds):
+    app = make_app(**PRODUCTION_HASH)
+    client = app.test_client()
+    auth = Auth(client, app)
+    for _ in range(rounds):
+        me = auth.signup()
+        email = me["user"]["email"]
+
+        def change(me=me) -> None:
+            response = client.post(
+                "/me/password",
+                json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+                headers=bearer(me["access_token"]),
+            )
+            assert_ok(response)
+
+        bodies = _logins_during(app, email, change)
+        _assert_all_void(client, bodies)
+        assert check_token(client, me["access_token"])["valid"] is True  # the changing session stays
+        auth.login(email, NEW_PASSWORD)
+
+
+@pytest.mark.parametrize("change", ["password", "is_active"])
+def test_no_login_survives_an_admin_reset_or_deactivation(make_app, change):
+    app = make_app(**PRODUCTION_HASH)
+    client = app.test_client()
+    auth = Auth(client, app)
+    admin = auth.make_admin()
+    for _ in range(3):
+        target = auth.signup()
+        value = NEW_PASSWORD if change == "password" else False
+
+        def act(target=target, value=value) -> None:
+            response = client.patch(
+                f"/users/{target['user_id']}", json={change: value}, headers=bearer(admin["access_token"])
+            )
+            assert_ok(response)
+
+        bodies = _logins_during(app, target["user"]["email"], act)
+        _assert_all_void(client, bodies)
