@@ -33,6 +33,15 @@ def pytest_configure(config):
             config.backend_problems[name] = problem
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say which database backends this run covered, and why any was left out."""
+    ran = [name for name in selected_backends() if name not in config.backend_problems]
+    terminalreporter.write_sep("-", "database backends")
+    terminalreporter.write_line(f"ran on: {', '.join(ran) or 'none'}")
+    for name, problem in config.backend_problems.items():
+        terminalreporter.write_line(f"skipped {name}: {problem}")
+
+
 def make_test_app(database_url: str, **overrides: Any):
     """An app on `database_url` with testing settings plus overrides."""
     settings = {"APP_ENV": "testing", "DATABASE_URL": database_url, "URL_PREFIX": "", "CORS_ORIGINS": ""}
