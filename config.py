@@ -166,6 +166,8 @@ class BaseConfig:
         self.CORS_ORIGINS = _list(env, "CORS_ORIGINS")
         self.URL_PREFIX = _url_prefix(env)
         self.REDIS_URL = _text(env, "REDIS_URL")
+        # Seconds a rate-limit call to Redis may take before that request counts in-process instead.
+        self.REDIS_TIMEOUT = _int(env, "REDIS_TIMEOUT", 1, minimum=1, maximum=60)
         self.TRUSTED_PROXIES = _list(env, "TRUSTED_PROXIES")
         # Per-IP limits (limits' notation, ';' between several); see app/ratelimit.py.
         self.RATELIMIT_ENABLED = _bool(env, "RATELIMIT_ENABLED", True)
