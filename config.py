@@ -125,6 +125,16 @@ class BaseConfig:
         self.APP_ENV = type(self).APP_ENV
         self.INSTANCE_DIR = Path(_text(env, "INSTANCE_DIR") or INSTANCE_DIR)
         self.SQLALCHEMY_DATABASE_URI = self._database_url(env)
+        # Every wait on the database is bounded, so a slow or locked database answers 503 in
+        # seconds instead of holding every thread (docs/OPERATIONS.md, "When a dependency fails").
+        self.DATABASE_STATEMENT_TIMEOUT = _int(env, "DATABASE_STATEMENT_TIMEOUT", 5, minimum=1, maximum=600)
+        self.DATABASE_CONNECT_TIMEOUT = _int(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1, maximum=60)
+        self.DATABASE_POOL_TIMEOUT = _int(env, "DATABASE_POOL_TIMEOUT", 3, minimum=1, maximum=60)
+        # A request holds at most one connection, so one per gunicorn thread is enough.
+        self.DATABASE_POOL_SIZE = _int(
+            env, "DATABASE_POOL_SIZE", _int(env, "GUNICORN_THREADS", 4, minimum=1), minimum=1
+        )
+        self.DATABASE_MAX_OVERFLOW = _int(env, "DATABASE_MAX_OVERFLOW", 0, minimum=0)
         self.SQLALCHEMY_ENGINE_OPTIONS = self._engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
 
@@ -166,6 +176,8 @@ class BaseConfig:
         self.CORS_ORIGINS = _list(env, "CORS_ORIGINS")
         self.URL_PREFIX = _url_prefix(env)
         self.REDIS_URL = _text(env, "REDIS_URL")
+        # Seconds a rate-limit call to Redis may take before that request counts in-process instead.
+        self.REDIS_TIMEOUT = _int(env, "REDIS_TIMEOUT", 1, minimum=1, maximum=60)
         self.TRUSTED_PROXIES = _list(env, "TRUSTED_PROXIES")
         # Per-IP limits (limits' notation, ';' between several); see app/ratelimit.py.
         self.RATELIMIT_ENABLED = _bool(env, "RATELIMIT_ENABLED", True)
@@ -227,12 +239,27 @@ class BaseConfig:
             url = f"sqlite:///{self.INSTANCE_DIR / 'auth.db'}"
         return normalize_database_url(url)
 
-    @staticmethod
-    def _engine_options(url: str) -> dict[str, Any]:
-        """Pool settings: check connections before use so a restarted database is survived."""
+    def _engine_options(self, url: str) -> dict[str, Any]:
+        """Pool and driver settings: bounded waits everywhere, and connections checked before use
+        so a restarted database is survived. MariaDB/MySQL's session limits are set on connect
+        (app/__init__.py, _mysql_timeouts): the variable names differ between the two servers."""
+        statement = self.DATABASE_STATEMENT_TIMEOUT
         if url.startswith("sqlite"):
-            return {"connect_args": {"timeout": 30}}
-        return {"pool_pre_ping": True, "pool_recycle": 1800}
+            return {"connect_args": {"timeout": statement}}  # how long to wait for a write lock
+        options: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+            "pool_size": self.DATABASE_POOL_SIZE,
+            "max_overflow": self.DATABASE_MAX_OVERFLOW,
+            "pool_timeout": self.DATABASE_POOL_TIMEOUT,
+        }
+        connect_args: dict[str, Any] = {"connect_timeout": self.DATABASE_CONNECT_TIMEOUT}
+        if url.startswith("postgresql"):
+            # Cancelled statements surface as OperationalError (QueryCanceled, LockNotAvailable): 503.
+            millis = statement * 1000
+            connect_args["options"] = f"-c statement_timeout={millis} -c lock_timeout={millis}"
+        options["connect_args"] = connect_args
+        return options
 
     def _jwt_secret(self, env: Mapping[str, Any]) -> str:
         """The HS256 secret from JWT_SECRET_KEY, or one generated and kept in instance/."""

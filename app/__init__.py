@@ -72,6 +72,7 @@ def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig
 def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
     from app.extensions import cors, db, jwt, login_manager
+    from app.outage import init_outage
     from app.services import keys, revocations, tokens
 
     db.init_app(app)
@@ -95,7 +96,10 @@ def register_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
+        elif db.engine.dialect.name in ("mysql", "mariadb"):
+            event.listen(db.engine, "connect", _mysql_timeouts(app.config["DATABASE_STATEMENT_TIMEOUT"]))
         dsn = revocations.libpq_dsn(db.engine.url) if app.config["REVOCATION_CACHE"] else None
+        init_outage(app, db.engine)
     app.extensions["revocations"] = revocations.RevocationView(dsn=dsn)
     revocations.install_hooks()
 
@@ -116,6 +120,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _mysql_timeouts(seconds: int):
+    """A connect hook bounding each statement and lock wait of a MariaDB/MySQL session to `seconds`."""
+
+    def apply(dbapi_connection, _record) -> None:
+        """Set the session limits under the names this server knows."""
+        if "mariadb" in dbapi_connection.get_server_info().lower():
+            limit = f"max_statement_time = {seconds}"
+        else:  # MySQL: milliseconds, and it bounds SELECTs only; the lock waits bound the rest
+            limit = f"max_execution_time = {seconds * 1000}"
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET SESSION {limit}, innodb_lock_wait_timeout = {seconds}, lock_wait_timeout = {seconds}")
+        cursor.close()
+
+    return apply
 
 
 def register_blueprints(app: Flask) -> None:

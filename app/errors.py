@@ -246,9 +246,10 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 
 def handle_unexpected(error: Exception) -> Response:
-    """Log the cause; answer 503 for a database outage and a bare 500 otherwise."""
+    """Answer 503 for a database outage (one line, app/outage.py) and a bare 500, with its traceback, otherwise."""
     if isinstance(error, DATABASE_DOWN) or (isinstance(error, DBAPIError) and error.connection_invalidated):
-        log.error("database unavailable: %s", type(error).__name__, exc_info=error)
+        # Expected in operation (down, or past DATABASE_STATEMENT_TIMEOUT): no traceback.
+        current_app.extensions["database_outage"].failed(error, request_id())
         return handle_app_error(ServiceUnavailable())
     log.exception("unhandled error [request_id=%s]", request_id(), exc_info=error)
     return problem(500, "internal_error", "The server could not complete the request.")

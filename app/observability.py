@@ -14,7 +14,15 @@ import sys
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 REQUESTS = Counter("auth_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
@@ -27,6 +35,19 @@ LATENCY = Histogram(
 LOGINS = Counter("auth_logins_total", "Login attempts by result", ["result"])
 TOKENS_ISSUED = Counter("auth_tokens_issued_total", "Tokens issued", ["type"])
 TOKENS_REVOKED = Counter("auth_tokens_revoked_total", "Revocations: single access tokens and whole sessions", ["kind"])
+# 1 while a live worker counts rate limits in-process because their storage (Redis) is down.
+RATE_LIMIT_FALLBACK = Gauge(
+    "auth_rate_limit_storage_fallback",
+    "1 while rate limits are counted in-process because their storage is unreachable",
+    ["limiter"],
+    multiprocess_mode="livemax",
+)
+# 1 while a live worker sees the database failing (app/outage.py).
+DATABASE_OUTAGE = Gauge(
+    "auth_database_outage",
+    "1 while requests fail because the database is unreachable or too slow",
+    multiprocess_mode="livemax",
+)
 REUSE_DETECTED = Counter("auth_refresh_reuse_detected_total", "Spent refresh tokens presented again")
 
 # Audit events that are also counted as metrics.

@@ -5,21 +5,34 @@ so every worker and instance shares the counts; in-process otherwise. Each limit
 has a ceiling on all requests and, where failures are the signal (credential stuffing, account
 enumeration, token guessing), a tighter budget that only failed answers use up
 (ASVS 2.2.1, NIST 800-63B 5.2.2).
+
+Redis down: every limit counts in-process until Redis answers again (the same budgets, per
+worker), so an outage of the limit storage never refuses a request. StorageFallback says so
+once per outage and per process, and keeps the auth_rate_limit_storage_fallback gauge at 1
+meanwhile. An answer of 500 or more (a database outage) uses up no budget: the caller did
+nothing wrong, and must not find every login refused once the database is back.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
+from typing import Any
 
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from app.errors import AppError
+from app.observability import RATE_LIMIT_FALLBACK
+
+log = logging.getLogger(__name__)
+RECHECK_SECONDS = 1.0  # while in fallback, ask the storage at most this often whether it is back
 
 FAILURE_STATUSES = frozenset({401, 403, 409})
 
@@ -40,10 +53,79 @@ def _failed(response) -> bool:
     return response.status_code in FAILURE_STATUSES
 
 
+def _answered(response) -> bool:
+    """Whether a response counts against the ceiling: not when the service itself failed (5xx)."""
+    return response.status_code < 500
+
+
+def storage_options(uri: str, timeout: float) -> dict[str, Any]:
+    """Socket timeouts for a Redis storage, so a hung Redis costs a request `timeout`, not forever."""
+    if uri.startswith(("redis", "valkey")):
+        return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    return {}
+
+
+class StorageFallback:
+    """The state of one process's limit storage: one line when it fails, one when it is back."""
+
+    def __init__(self, name: str) -> None:
+        """Start healthy."""
+        self.name = name
+        self.since: float | None = None
+        self.lock = threading.Lock()
+        self.gauge = RATE_LIMIT_FALLBACK.labels(name)
+        self.gauge.set(0)
+
+    @property
+    def active(self) -> bool:
+        """Whether this limiter counts in-process now."""
+        return self.since is not None
+
+    def failed(self, error: BaseException | None = None) -> None:
+        """The storage failed: count in-process; log once per outage."""
+        with self.lock:
+            if self.since is not None:
+                return
+            self.since = time.monotonic()
+        self.gauge.set(1)
+        cause = type(error).__name__ if error is not None else "reported by Flask-Limiter"
+        log.warning("rate limit storage unreachable (%s: %s); counting in-process until it answers", self.name, cause)
+
+    def recovered(self) -> None:
+        """The storage answers again: back to shared counts; log once."""
+        with self.lock:
+            if self.since is None:
+                return
+            lasted, self.since = time.monotonic() - self.since, None
+        self.gauge.set(0)
+        log.warning("rate limit storage answers again (%s) after %.0f s; counts are shared again", self.name, lasted)
+
+
+def _watch_flask_limiter(app: Flask, limiter: Limiter) -> None:
+    """Mirror Flask-Limiter's own fallback state (it has no hook) into a StorageFallback."""
+    state = StorageFallback("endpoints")
+    # Flask-Limiter logs its own line per outage too, in another format; ours is the one to read.
+    logging.getLogger("flask-limiter").setLevel(logging.ERROR)
+
+    @app.after_request
+    def _mirror(response):
+        """After each request: has Flask-Limiter switched storage?"""
+        if getattr(limiter, "_storage_dead", False):
+            state.failed()
+        elif state.active:
+            state.recovered()
+        return response
+
+    app.extensions["ratelimit_fallback"] = state
+
+
 def init_rate_limits(app: Flask) -> Limiter:
     """Make the app's Limiter and wrap the limited views with their limits."""
     config = app.config
     config.setdefault("RATELIMIT_STORAGE_URI", config["REDIS_URL"] or "memory://")
+    config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS", storage_options(config["RATELIMIT_STORAGE_URI"], config["REDIS_TIMEOUT"])
+    )
     limiter = Limiter(
         key_func=get_remote_address,  # REMOTE_ADDR, rewritten only for TRUSTED_PROXIES (app/proxy.py)
         app=app,
@@ -62,13 +144,15 @@ def init_rate_limits(app: Flask) -> Limiter:
         view = app.view_functions[endpoint]
         if failures_key:
             view = limiter.limit(config[failures_key], deduct_when=_failed, scope=f"{endpoint}:failures")(view)
-        view = limiter.limit(config[limit_key], scope=endpoint)(view)
+        view = limiter.limit(config[limit_key], deduct_when=_answered, scope=endpoint)(view)
         app.view_functions[endpoint] = view
     app.extensions["auth_limiter"] = limiter
+    _watch_flask_limiter(app, limiter)
     app.extensions["checktoken_limit"] = AddressLimit(
         "checktoken",
         config["RATELIMIT_CHECKTOKEN"],
         storage_uri=config["RATELIMIT_STORAGE_URI"],
+        storage_options=config["RATELIMIT_STORAGE_OPTIONS"],
         prefix=config["RATELIMIT_KEY_PREFIX"],
         enabled=config["RATELIMIT_ENABLED"],
     )
@@ -93,23 +177,66 @@ class AddressLimit:
     /checkToken is answered by the hot path (app/hotpath.py) without Flask's request machinery,
     so its limit cannot ride on Flask-Limiter's hooks; this one object serves both that path and
     the Flask view, with the same storage (Redis when REDIS_URL is set) and the same budget.
+    When the storage fails it counts in-process, as Flask-Limiter's in_memory_fallback does, and
+    asks the storage again at most every RECHECK_SECONDS.
     """
 
-    def __init__(self, name: str, limits: str, *, storage_uri: str, prefix: str, enabled: bool) -> None:
-        """Parse the limits and open the storage."""
+    def __init__(
+        self,
+        name: str,
+        limits: str,
+        *,
+        storage_uri: str,
+        prefix: str,
+        enabled: bool,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Parse the limits and open the storage (and the in-process one it falls back to)."""
         self.name = f"{prefix}:{name}"
         self.items: list[RateLimitItem] = parse_many(limits)
         self.enabled = enabled
-        self.strategy = FixedWindowRateLimiter(storage_from_string(storage_uri)) if enabled else None
+        self.storage: Storage | None = None
+        self.strategy = self.memory = None
+        if enabled:
+            self.storage = storage_from_string(storage_uri, **(storage_options or {}))
+            self.strategy = FixedWindowRateLimiter(self.storage)
+            self.memory = FixedWindowRateLimiter(MemoryStorage())
+        self.errors = self.storage.base_exceptions if self.storage is not None else ()
+        self.fallback = StorageFallback(name)
+        self.next_check = 0.0
+
+    def _current(self) -> FixedWindowRateLimiter:
+        """The shared storage, or the in-process one while it is down (re-asked now and then)."""
+        if not self.fallback.active:
+            return self.strategy
+        now = time.monotonic()
+        if now >= self.next_check:
+            self.next_check = now + RECHECK_SECONDS
+            if self.storage.check():  # never raises: False when unreachable
+                self.fallback.recovered()
+                return self.strategy
+        return self.memory
 
     def retry_after(self, address: str | None) -> int | None:
         """Count a request from `address`; None if allowed, else seconds until it would be."""
         if self.strategy is None:
             return None
         key = address or "unknown"
+        strategy = self._current()
+        try:
+            return self._count(strategy, key)
+        except self.errors as error:
+            if strategy is self.memory:
+                raise
+            self.fallback.failed(error)
+            self.next_check = time.monotonic() + RECHECK_SECONDS
+            return self._count(self.memory, key)
+
+    def _count(self, strategy: FixedWindowRateLimiter, key: str) -> int | None:
+        """Hit every limit in `strategy`; the wait of the first one exceeded, if any."""
         for item in self.items:
-            if not self.strategy.hit(item, self.name, key):
-                reset = self.strategy.get_window_stats(item, self.name, key).reset_time
+            if not strategy.hit(item, self.name, key):
+                reset = strategy.get_window_stats(item, self.name, key).reset_time
                 return max(1, math.ceil(reset - time.time()))
         return None
 

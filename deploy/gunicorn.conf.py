@@ -185,3 +185,18 @@ def when_ready(server):
         server.cfg.threads,
         ", ".join(server.cfg.forwarded_allow_ips) or "nobody",
     )
+    _check_connection_budget(server)
+
+
+def _check_connection_budget(server):
+    """Warn once per instance when the workers' pools may outgrow the database's max_connections."""
+    try:
+        from dotenv import load_dotenv
+
+        from app.capacity import check_connection_budget
+        from config import get_config
+
+        load_dotenv(override=False)
+        check_connection_budget(get_config(), server.cfg.workers, server.log)
+    except Exception as error:  # a bad setting is the workers' to report, with its message
+        server.log.warning("connection budget not checked: %s", error)

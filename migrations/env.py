@@ -89,6 +89,16 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        # The serving statement timeout (DATABASE_STATEMENT_TIMEOUT) would cut a long migration;
+        # lock waits stay bounded, so a migration gives up rather than queue every request behind it.
+        dialect = connection.dialect
+        if dialect.name == "postgresql":
+            connection.exec_driver_sql("SET statement_timeout = 0")
+            connection.commit()  # session-wide; and Alembic must begin its own transaction
+        elif dialect.name in ("mysql", "mariadb"):
+            variable = "max_statement_time" if dialect.is_mariadb else "max_execution_time"
+            connection.exec_driver_sql(f"SET SESSION {variable} = 0")
+            connection.commit()
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
         with context.begin_transaction():

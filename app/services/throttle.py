@@ -65,10 +65,12 @@ def begin_attempt(subject: str) -> None:
         return
     config = current_app.config
     key = subject_key(subject)
-    now = utcnow()
     session = db.session
     try:
-        _lock_row(key, now)
+        _lock_row(key, utcnow())
+        # The clock is read once the row is ours: time spent queueing behind other attempts
+        # must not count against the delay the previous attempt started.
+        now = utcnow()
         row = session.execute(
             select(_TABLE.c.failures, _TABLE.c.window_ends_at, _TABLE.c.blocked_until)
             .where(_TABLE.c.key == key)

@@ -92,6 +92,7 @@ def running_server(
         process = subprocess.Popen([*command, "wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         server = Server(f"{'https' if tls else 'http'}://localhost:{port}", cafile)
         server.log_path = log_path
+        server.database_url = url
         try:
             deadline = time.monotonic() + 30
             while True:

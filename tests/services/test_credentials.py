@@ -18,7 +18,8 @@ from tests.conftest import PASSWORD, Auth, bearer
 from tests.helpers import assert_ok, check_token
 
 NEW_PASSWORD = "a wholly different passphrase"
-PRODUCTION_HASH = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_COST": "19456"}
+# One pooled connection per thread, as gunicorn sizes it (DATABASE_POOL_SIZE = threads).
+PRODUCTION_HASH = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_COST": "19456", "DATABASE_POOL_SIZE": "8"}
 
 
 def _logins_during(app, email: str, change) -> list[dict]:
@@ -42,7 +43,9 @@ def _logins_during(app, email: str, change) -> list[dict]:
     threads = [threading.Thread(target=keep_logging_in) for _ in range(6)]
     for thread in threads:
         thread.start()
-    time.sleep(0.15)  # logins are in flight, some between their hash check and their session
+    deadline = time.monotonic() + 20
+    while len(bodies) < 2 and not errors and time.monotonic() < deadline:
+        time.sleep(0.01)  # until logins are through, and others in flight behind them
     change()
     stop.set()
     for thread in threads:
