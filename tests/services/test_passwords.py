@@ -318,7 +318,7 @@ def test_hashing_uses_at_most_the_configured_threads(testing_app, monkeypatch):
             seen["active"] += 1
             seen["peak"] = max(seen["peak"], seen["active"])
             seen["threads"].add(threading.current_thread().name)
-        time.sleep(0.05)
+        time.sleep(0.2)  # long enough that every caller has queued before the first one ends
         try:
             return real_hash(self, password)
         finally:
@@ -327,9 +327,11 @@ def test_hashing_uses_at_most_the_configured_threads(testing_app, monkeypatch):
 
     monkeypatch.setattr(argon2.PasswordHasher, "hash", slow_hash)
     results = []
+    together = threading.Barrier(6)
 
     def caller():
         with testing_app.app_context():
+            together.wait()  # submitted at once: a staggered start under load let one thread do all
             results.append(passwords.hash_password(PASSWORD))
 
     callers = [threading.Thread(target=caller) for _ in range(6)]
