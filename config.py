@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import sys
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
@@ -16,10 +18,18 @@ INSTANCE_DIR = BASE_DIR / "instance"
 # of these is refused (ASVS 13.3.1 / 6.4: no default or placeholder secrets).
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "example", "placeholder", "secret-key", "your-")
 MAX_LEEWAY_SECONDS = 60  # RFC 8725 3.10 / ASVS: clock skew tolerance stays small
+# An origin as browsers send it (RFC 6454 6.1): scheme://host[:port], no path, query or wildcard.
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[a-z0-9-]+(\.[a-z0-9-]+)*)(:[0-9]{1,5})?", re.IGNORECASE)
 
 
 class ConfigError(RuntimeError):
     """The environment does not describe a configuration the service can start with."""
+
+
+def exit_on_config_error(error: ConfigError) -> NoReturn:
+    """Stop a start-up (flask, gunicorn) with one clear line on stderr and exit status 1, no traceback."""
+    print(f"auth-service: configuration error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
 
 
 def normalize_database_url(url: str) -> str:
@@ -87,6 +97,19 @@ def _list(environ: Mapping[str, Any], name: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _origins(environ: Mapping[str, Any]) -> list[str]:
+    """CORS_ORIGINS: exact origins only; `*` would let every site's scripts read the answers."""
+    origins = _list(environ, "CORS_ORIGINS")
+    for origin in origins:
+        if origin == "*":
+            raise ConfigError("CORS_ORIGINS must list exact origins (https://app.example.com), never '*'")
+        # flask-cors reads an entry with * ? [ ( as a regular expression: only literal origins here.
+        # "null" is a literal too (sandboxed frames, file://); it matches only when listed (ASVS 14.5.3).
+        if origin != "null" and not ORIGIN.fullmatch(origin):
+            raise ConfigError(f"CORS_ORIGINS entries must be scheme://host[:port] without a path, got {origin!r}")
+    return origins
+
+
 def _url_prefix(environ: Mapping[str, Any]) -> str:
     """Normalize URL_PREFIX to '' or '/segment[/segment]' without a trailing slash."""
     raw = (_text(environ, "URL_PREFIX") or "").strip("/")
@@ -118,6 +141,7 @@ class BaseConfig:
 
     APP_ENV = "base"
     DEFAULT_LOG_FORMAT = "json"
+    DEFAULT_METRICS_PUBLIC = True
 
     def __init__(self, environ: Mapping[str, Any] | None = None) -> None:
         """Read every setting from `environ` (default: os.environ)."""
@@ -173,7 +197,7 @@ class BaseConfig:
         self.JWT_IDENTITY_CLAIM = "sub"
         self.JWT_COOKIE_CSRF_PROTECT = False  # tokens are never read from cookies
 
-        self.CORS_ORIGINS = _list(env, "CORS_ORIGINS")
+        self.CORS_ORIGINS = _origins(env)
         self.URL_PREFIX = _url_prefix(env)
         self.REDIS_URL = _text(env, "REDIS_URL")
         # Seconds a rate-limit call to Redis may take before that request counts in-process instead.
@@ -219,6 +243,10 @@ class BaseConfig:
         self.METRICS_ENABLED = _bool(env, "METRICS_ENABLED", True)
         # When set, /metrics wants `Authorization: Bearer <METRICS_TOKEN>` (scrapers can send it).
         self.METRICS_TOKEN = _text(env, "METRICS_TOKEN")
+        # Without a token, /metrics is served to anyone only when this is true; production's
+        # default is false (it answers 404): the metrics would tell anyone the traffic and the login
+        # failures. METRICS_PUBLIC=true is for a scrape network nobody else reaches.
+        self.METRICS_PUBLIC = _bool(env, "METRICS_PUBLIC", self.DEFAULT_METRICS_PUBLIC)
         # Flask's own session is not used (tokens travel as Bearer); a per-process random key
         # keeps Flask-Login from failing on a forged remember cookie, and is no fallback secret.
         self.SECRET_KEY = _text(env, "SECRET_KEY") or secrets.token_urlsafe(32)
@@ -319,6 +347,13 @@ class ProductionConfig(BaseConfig):
     """Production: every secret and the database must be given explicitly."""
 
     APP_ENV = "production"
+    DEFAULT_METRICS_PUBLIC = False
+
+    def validate(self) -> None:
+        """Also refuse an example METRICS_TOKEN, like an example signing secret (ASVS 6.4)."""
+        super().validate()
+        if self.METRICS_TOKEN is not None and is_placeholder(self.METRICS_TOKEN):
+            raise ConfigError("METRICS_TOKEN looks like a placeholder; generate one (make secret)")
 
     def _database_url(self, env: Mapping[str, Any]) -> str:
         """DATABASE_URL is required: a production service never invents its own database."""
@@ -344,6 +379,22 @@ CONFIGS: dict[str, type[BaseConfig]] = {
     "testing": TestingConfig,
     "production": ProductionConfig,
 }
+
+
+def check_serving(settings: BaseConfig, workers: int) -> None:
+    """Refuse a production instance whose documented per-IP budgets would not hold.
+
+    Without REDIS_URL each gunicorn worker counts the per-IP limits on its own, so N workers
+    would allow N times RATELIMIT_LOGIN_FAILURES (ASVS 2.2.1: the budget must be the one stated).
+    The account throttle is in the database and holds regardless. Raises ConfigError.
+    """
+    if settings.APP_ENV != "production" or workers <= 1:
+        return
+    if settings.RATELIMIT_ENABLED and not settings.REDIS_URL:
+        raise ConfigError(
+            f"{workers} workers without REDIS_URL would each count the per-IP rate limits on their own; "
+            "set REDIS_URL (shared limits), GUNICORN_WORKERS=1, or RATELIMIT_ENABLED=false (limits enforced in front)"
+        )
 
 
 def get_config(environ: Mapping[str, Any] | None = None) -> BaseConfig:

@@ -12,7 +12,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
+import click
 from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,7 +26,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from pythonjsonlogger.orjson import OrjsonFormatter
+
+from app.logformat import TextFormatter, json_formatter
+
+# Methods counted under their own name; any other (a made-up `FOOBAR`, WebDAV's `PROPFIND`) is
+# `other`, so a client cannot add a metrics series per request.
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 
 REQUESTS = Counter("auth_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
 LATENCY = Histogram(
@@ -86,35 +94,18 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class TextFormatter(logging.Formatter):
-    """Readable lines for development: the request fields follow the message."""
-
-    FIELDS = ("method", "path", "status", "duration_ms", "remote_addr")
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The usual line, plus key=value for each request field present."""
-        line = super().format(record)
-        extras = " ".join(f"{name}={getattr(record, name)}" for name in self.FIELDS if hasattr(record, name))
-        return f"{line} {extras}" if extras else line
-
-
 def configure_logging(app: Flask) -> None:
     """JSON lines on stderr (LOG_FORMAT=json, the production default) or readable text."""
     # A line per request is logged on the hot path too; these are the costs of a LogRecord nobody
     # here reads (the logging HOWTO, "Optimization"): the caller's file and line, thread and
-    # process names. With orjson encoding they bring a line from ~30 µs to ~17 µs.
+    # process names. With orjson encoding they bring a line from ~30 µs to ~17 µs. The process id
+    # stays (one getpid()): gunicorn's own lines format %(process)d, and fail without it.
     logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logThreads = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     if app.config["LOG_FORMAT"] == "json":
-        handler.setFormatter(
-            OrjsonFormatter(
-                "{asctime}{levelname}{name}{message}{request_id}",
-                style="{",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
-        )
+        handler.setFormatter(json_formatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger("app")
@@ -139,7 +130,8 @@ def record_request(response: Response) -> Response:
     """After each request: metrics, and a log line without query string, headers or body."""
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     endpoint = _endpoint()
-    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
     LATENCY.labels(endpoint).observe(elapsed)
     if log.isEnabledFor(logging.INFO):
         log.info(
@@ -166,8 +158,19 @@ def metrics_response() -> Response:
     return Response(payload, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
+def metrics_served(config: Mapping[str, Any]) -> bool:
+    """Whether /metrics answers at all: enabled, and guarded by a token or explicitly public."""
+    return bool(config["METRICS_ENABLED"] and (config["METRICS_TOKEN"] or config["METRICS_PUBLIC"]))
+
+
 def init_observability(app: Flask) -> None:
     """Logging, the request timer and the per-request record."""
     configure_logging(app)
+    serving = click.get_current_context(silent=True) is None  # not a flask command
+    if serving and app.config["METRICS_ENABLED"] and not metrics_served(app.config):
+        app.logger.warning(
+            "/metrics answers 404: set METRICS_TOKEN (scrapers send it as a Bearer token), "
+            "or METRICS_PUBLIC=true when only a private network reaches this port"
+        )
     app.before_request(start_timer)
     app.after_request(record_request)

@@ -1,6 +1,9 @@
 """gunicorn settings for every deployment (`make run`, the container, Kubernetes).
 
 Everything is read from the environment; command-line flags (`--bind`, `--certfile`, ...) win.
+The app's settings (config.py) are checked here too, in the master before anything is bound or
+forked: a refused setting stops gunicorn with one line (`auth-service: configuration error: …`)
+and exit status 1, never a worker traceback after "ready".
 
 | variable | meaning | default |
 |---|---|---|
@@ -27,6 +30,10 @@ import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from config import ConfigError, check_serving, exit_on_config_error, get_config  # noqa: E402 - needs the path above
 
 
 def _env_int(name: str, default: int, minimum: int = 0) -> int:
@@ -37,9 +44,9 @@ def _env_int(name: str, default: int, minimum: int = 0) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
-        raise RuntimeError(f"{name} must be at least {minimum}, got {value}")
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
@@ -74,36 +81,51 @@ def usable_cpus() -> int:
     return max(1, count)
 
 
+def _app_settings():
+    """The app's configuration as its workers will build it (with .env, as create_app reads it)."""
+    from dotenv import load_dotenv
+
+    load_dotenv(override=False)
+    return get_config()
+
+
+try:
+    APP_SETTINGS = _app_settings()
+    workers = _env_int("GUNICORN_WORKERS", usable_cpus(), minimum=1)
+    check_serving(APP_SETTINGS, workers)  # again in on_starting, for a --workers flag
+    threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
+    timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=1)
+    graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
+    keepalive = _env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
+    max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0, minimum=0)
+    certfile = os.environ.get("TLS_CERT_FILE", "").strip() or None
+    keyfile = os.environ.get("TLS_KEY_FILE", "").strip() or None
+    # TLS: both files or neither; half a TLS configuration is a mistake, not plain HTTP.
+    if (certfile is None) != (keyfile is None):
+        raise ConfigError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
+except ConfigError as error:
+    # gunicorn prints a traceback for an exception in its config file; SystemExit passes through.
+    exit_on_config_error(error)
+
 wsgi_app = "wsgi:app"
 proc_name = "auth-service"
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8443")
 
 # gthread: a few processes, each with a thread pool; the work is argon2 (releases the GIL) and
 # database round-trips, so threads overlap well. deploy/gthread.py's subclass also spreads new
-# connections over the workers instead of letting the first to wake take them all.
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
+# connections over the workers instead of letting the first to wake take them all, and stops
+# listening at once on SIGTERM.
 worker_class = "deploy.gthread.BalancedThreadWorker"
 # One process per usable CPU: the CPU-bound work (argon2, JWT signatures, Python itself under
 # the GIL) runs one per process, so more processes than cores only add memory and context
 # switches; the threads overlap the waits (database, network). Scale out with replicas.
-workers = _env_int("GUNICORN_WORKERS", usable_cpus(), minimum=1)
-threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
-timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=1)
-# SIGTERM (docker stop, Kubernetes) stops accepting, lets in-flight requests finish for this
-# long, then exits. Keep Kubernetes' terminationGracePeriodSeconds above it.
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
-# A proxy that pools upstream connections must close idle ones before this (nginx upstream
-# keepalive_timeout below it), or it may send on a connection gunicorn is closing.
-keepalive = _env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0, minimum=0)
+# (workers, threads, timeout: read above.)
+# SIGTERM (docker stop, Kubernetes): the master and every worker close their listening sockets at
+# once (new connections are refused, so clients retry elsewhere), requests in flight get
+# graceful_timeout to finish, then the workers exit. Keep terminationGracePeriodSeconds above it.
+# keepalive: a proxy that pools upstream connections must close idle ones before this (nginx
+# upstream keepalive_timeout below it), or it may send on a connection gunicorn is closing.
 max_requests_jitter = max_requests // 10
-
-# TLS. Both files or neither: half a TLS configuration is a mistake, not plain HTTP.
-certfile = os.environ.get("TLS_CERT_FILE", "").strip() or None
-keyfile = os.environ.get("TLS_KEY_FILE", "").strip() or None
-if (certfile is None) != (keyfile is None):
-    raise RuntimeError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
 
 
 def ssl_context(config, default_ssl_context_factory):
@@ -135,17 +157,26 @@ control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip
 # gunicorn's own access log would repeat it without one. GUNICORN_ACCESS_LOG=1 turns it on.
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").strip() in ("1", "true", "yes") else None
 errorlog = "-"
+# gunicorn's own lines in the app's LOG_FORMAT (JSON with ISO 8601 UTC times in production), and
+# never a query string, which may carry a token (deploy/gunicorn_logging.py).
+from deploy.gunicorn_logging import logger_for  # noqa: E402 - needs the path above
+
+logger_class = logger_for(APP_SETTINGS.LOG_FORMAT)
 
 
 _MADE_MARK = "AUTH_SERVICE_METRICS_DIR_MADE"  # the folder on_starting made, so on_exit removes only that
 
 
 def on_starting(server):
-    """Give prometheus_client's multiprocess mode an empty folder before any worker starts.
+    """Refuse a set-up whose limits would not hold; give the metrics an empty folder before any worker starts.
 
     Workers inherit PROMETHEUS_MULTIPROC_DIR and write their metrics there; /metrics adds up
     every worker's (app/observability.py). Files left by an earlier run would be added too.
     """
+    try:
+        check_serving(APP_SETTINGS, server.cfg.workers)  # the final count, should --workers override
+    except ConfigError as error:
+        exit_on_config_error(error)
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
     if given:
         Path(given).mkdir(parents=True, exist_ok=True)

@@ -252,3 +252,41 @@ def test_cors_origins_are_split_and_trimmed(dev_env):
 def test_development_short_given_secret_is_refused(dev_env):
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
         get_config({**dev_env, "JWT_SECRET_KEY": "too-short"})
+
+
+@pytest.mark.parametrize("origins", ["*", "https://app.example.com,*"])
+def test_cors_wildcard_is_refused(dev_env, origins):
+    with pytest.raises(ConfigError, match=r"CORS_ORIGINS must list exact origins .*never '\*'"):
+        get_config({**dev_env, "CORS_ORIGINS": origins})
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "app.example.com",
+        "https://*.example.com",
+        "https://app.example.com?x=1",
+        "https://user@app.example.com",
+        "https://app.example.com:port",
+        "//app.example.com",
+    ],
+)
+def test_cors_origin_must_be_scheme_host_and_port_only(dev_env, origin):
+    with pytest.raises(ConfigError, match="CORS_ORIGINS entries must be scheme://host\\[:port\\] without a path"):
+        get_config({**dev_env, "CORS_ORIGINS": origin})
+
+
+def test_cors_exact_origins_are_accepted(dev_env):
+    origins = "https://app.example.com,http://localhost:3000,https://[::1]:8443,capacitor://localhost,null"
+    assert get_config({**dev_env, "CORS_ORIGINS": origins}).CORS_ORIGINS == origins.split(",")
+
+
+def test_metrics_are_public_by_default_only_outside_production(dev_env):
+    assert get_config(dev_env).METRICS_PUBLIC is True
+    production = {"APP_ENV": "production", "DATABASE_URL": "sqlite://", "JWT_SECRET_KEY": secrets.token_urlsafe(48)}
+    assert get_config(production).METRICS_PUBLIC is False
+    assert get_config({**production, "METRICS_PUBLIC": "true"}).METRICS_PUBLIC is True
+    with pytest.raises(ConfigError, match="METRICS_TOKEN looks like a placeholder"):
+        get_config({**production, "METRICS_TOKEN": "change-me-metrics"})

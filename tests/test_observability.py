@@ -81,3 +81,73 @@ def test_metrics_token_guards_metrics(make_app):
     assert_problem(client.get("/metrics"), 401, "missing_token")
     assert_problem(client.get("/metrics", headers=bearer("wrong")), 401, "invalid_token")
     assert client.get("/metrics", headers=bearer("scrape-secret-value")).status_code == 200
+
+
+def test_made_up_methods_share_one_metrics_series(client):
+    """Every method outside HTTP's own is counted as `other`: a client cannot add series at will."""
+
+    def others(text: str) -> float:
+        return sum(
+            float(value)
+            for value in re.findall(r'^auth_http_requests_total\{[^}]*method="other"[^}]*\} (\S+)$', text, re.M)
+        )
+
+    before = client.get("/metrics").get_data(as_text=True)
+    for number in range(40):
+        client.open("/login", method=f"FOO{number}BAR")
+        client.open(f"/x{number}", method="PROPFIND")
+    after = client.get("/metrics").get_data(as_text=True)
+    methods = set(re.findall(r'^auth_http_requests_total\{[^}]*method="([^"]*)"', after, re.M))
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "other"}, methods
+    assert others(after) - others(before) == 80
+
+
+PRODUCTION = {"APP_ENV": "production", "JWT_SECRET_KEY": "p" * 12 + "0123456789abcdefghijklmnopqrstuv"}
+
+
+def test_production_without_a_metrics_token_does_not_serve_metrics(make_app):
+    client = make_app(**PRODUCTION).test_client()
+    response = client.get("/metrics")
+    assert_problem(response, 404, "not_found")
+    assert b"auth_http_requests_total" not in response.data
+
+
+def test_production_with_a_metrics_token_serves_metrics_to_its_bearer(make_app):
+    client = make_app(**PRODUCTION, METRICS_TOKEN="scrape-token-6c0d1e2f3a4b").test_client()
+    assert_problem(client.get("/metrics"), 401, "missing_token")
+    response = client.get("/metrics", headers=bearer("scrape-token-6c0d1e2f3a4b"))
+    assert response.status_code == 200 and b"auth_http_requests_total" in response.data
+
+
+def test_production_metrics_can_be_made_public_for_a_private_network(make_app):
+    assert make_app(**PRODUCTION, METRICS_PUBLIC="true").test_client().get("/metrics").status_code == 200
+
+
+def test_log_times_are_iso_8601_utc_in_json_and_text():
+    import logging
+
+    from app.logformat import TextFormatter, json_formatter
+
+    record = logging.LogRecord("app.test", logging.INFO, __file__, 1, "hello", None, None)
+    record.created, record.msecs = 1796160198.016, 16.0  # 2026-12-01 21:23:18.016 UTC
+    assert json.loads(json_formatter().format(record))["time"] == "2026-12-01T21:23:18.016Z"
+    assert TextFormatter("%(asctime)s %(message)s").format(record) == "2026-12-01T21:23:18.016Z hello"
+
+
+def test_query_strings_are_cut_out_of_messages_and_tracebacks():
+    import logging
+
+    from app.logformat import QueryStringFilter
+
+    try:
+        raise ValueError("bad /login?token=s3cret")
+    except ValueError:
+        import sys
+
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "gunicorn.error", logging.ERROR, __file__, 1, "Error handling request %s", ("/x?a=s3cret",), exc_info
+    )
+    assert QueryStringFilter().filter(record)
+    line = logging.Formatter().format(record)
+    assert "Error handling request /x" in line and "bad /login" in line and "s3cret" not in line

@@ -40,11 +40,14 @@ def readiness():
         "200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
     }
 )
-@blp.problem(404, "Metrics are disabled (METRICS_ENABLED=false)")
+@blp.problem(404, "Metrics are disabled (METRICS_ENABLED=false), or closed: production without METRICS_TOKEN")
 @blp.problem(401, "METRICS_TOKEN is set and the Bearer credential is not it")
 def metrics():
-    """Prometheus metrics of every worker: requests, latency, logins, tokens issued and revoked, reuse."""
-    if not current_app.config["METRICS_ENABLED"]:
+    """Prometheus metrics of every worker: requests, latency, logins, tokens issued and revoked, reuse.
+
+    With METRICS_TOKEN set, only for `Authorization: Bearer <METRICS_TOKEN>`; without it, only
+    where METRICS_PUBLIC is true (not in production unless an operator says so)."""
+    if not observability.metrics_served(current_app.config):
         raise NotFound()
     expected = current_app.config["METRICS_TOKEN"]
     if expected and not hmac.compare_digest((bearer_token() or "").encode(), expected.encode()):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.databases import BACKENDS, IN_CI, POSTGRES_SERVER
+from tests.databases import BACKENDS, IN_CI, POSTGRES_SERVER, TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -191,6 +191,9 @@ def service_env(database_url: str, **overrides: str) -> dict[str, str]:
             "CORS_ORIGINS": "",
             "GUNICORN_WORKERS": "2",
             "GUNICORN_THREADS": "4",
+            # Production with two workers shares its per-IP limits through Redis (config.check_serving).
+            "REDIS_URL": TEST_REDIS_URL,
+            "RATELIMIT_KEY_PREFIX": f"t{secrets.token_hex(5)}",
             "GUNICORN_GRACEFUL_TIMEOUT": "10",
             "PYTHONDONTWRITEBYTECODE": "1",
         }

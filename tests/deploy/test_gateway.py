@@ -158,6 +158,7 @@ def gateway(nginx_binary, databases, entrypoints, module_workdir):
         URL_PREFIX="/auth",
         GUNICORN_BIND=f"127.0.0.1:{ports['auth']}",
         TRUSTED_PROXIES="127.0.0.1",
+        METRICS_PUBLIC="true",  # the service would answer /metrics: the gateway must be what hides it
     )
     certs = folder / "certs"
     made = flask(env, "dev-cert", "--out", str(certs))

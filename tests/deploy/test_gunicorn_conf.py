@@ -20,6 +20,7 @@ def load(monkeypatch, **environ: str) -> dict:
     for name in list(os.environ):
         if name.startswith(("GUNICORN_", "TLS_")) or name in ("TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("APP_ENV", "testing")  # the file checks the app's settings too
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(CONF))
@@ -81,15 +82,20 @@ def test_the_environment_overrides_every_setting(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"TLS_CERT_FILE": "/etc/tls/tls.crt"}, "both TLS_CERT_FILE and TLS_KEY_FILE"),
-        ({"TLS_KEY_FILE": "/etc/tls/tls.key"}, "both TLS_CERT_FILE and TLS_KEY_FILE"),
-        ({"GUNICORN_WORKERS": "many"}, "GUNICORN_WORKERS must be a whole number"),
-        ({"GUNICORN_THREADS": "0"}, "GUNICORN_THREADS must be at least 1"),
+        ({"TLS_CERT_FILE": "/etc/tls/tls.crt"}, "set both TLS_CERT_FILE and TLS_KEY_FILE, or neither"),
+        ({"TLS_KEY_FILE": "/etc/tls/tls.key"}, "set both TLS_CERT_FILE and TLS_KEY_FILE, or neither"),
+        ({"GUNICORN_WORKERS": "many"}, "GUNICORN_WORKERS must be a whole number, got 'many'"),
+        ({"GUNICORN_THREADS": "0"}, "GUNICORN_THREADS must be at least 1, got 0"),
+        ({"JWT_ACCESS_TOKEN_EXPIRES": "15m"}, "JWT_ACCESS_TOKEN_EXPIRES must be a whole number, got '15m'"),
+        ({"APP_ENV": "prod"}, "APP_ENV must be one of development, testing, production, got 'prod'"),
     ],
 )
-def test_nonsense_stops_start_up_with_a_clear_message(monkeypatch, environ, message):
-    with pytest.raises(RuntimeError, match=message):
+def test_nonsense_stops_start_up_with_one_clear_line(monkeypatch, capsys, environ, message):
+    """gunicorn prints a traceback for an exception in its config file; SystemExit it passes on."""
+    with pytest.raises(SystemExit) as stopped:
         load(monkeypatch, **environ)
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == f"auth-service: configuration error: {message}\n"
 
 
 def test_tls_older_than_1_2_is_refused(monkeypatch):
@@ -106,6 +112,9 @@ def test_worker_heartbeats_stay_off_the_root_filesystem(monkeypatch):
 
 class FakeServer:
     """What the hooks use of gunicorn's arbiter."""
+
+    class cfg:  # noqa: N801 - mimics the attribute
+        workers = 1
 
     class log:  # noqa: N801 - mimics the attribute
         @staticmethod

@@ -114,8 +114,13 @@ def test_deployment_serves_with_the_mounted_tls_secret(objects):
 
 
 def test_shutdown_fits_in_the_grace_period(objects):
+    """A preStop pause takes the pod out of the endpoints before SIGTERM makes gunicorn refuse
+    connections; the grace period covers the pause and gunicorn's graceful timeout."""
     pod = pod_spec(objects["Deployment"])
-    pause = int(pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and len(command) == 2
+    pause = int(command[-1])
+    assert pause >= 3, "endpoints need a few seconds to drop the pod"
     graceful = int(objects["ConfigMap"]["data"]["GUNICORN_GRACEFUL_TIMEOUT"])
     assert pod["terminationGracePeriodSeconds"] > pause + graceful
 
@@ -175,3 +180,13 @@ def test_the_example_secret_cannot_be_deployed_as_it_is(objects):
     settings = {**objects["ConfigMap"]["data"], **objects["Secret"]["stringData"]}
     with pytest.raises(ConfigError, match="placeholder"):
         get_config(settings)
+
+
+def test_the_pods_get_a_metrics_token_and_metrics_stay_closed_without_one(objects):
+    """Production answers /metrics only with METRICS_TOKEN (scraped as a Bearer credential)."""
+    settings = {**objects["ConfigMap"]["data"], **objects["Secret"]["stringData"]}
+    assert "METRICS_TOKEN" in objects["Secret"]["stringData"] and "METRICS_PUBLIC" not in settings
+    settings.update(JWT_SECRET_KEY="k" * 48, METRICS_TOKEN="m" * 32)
+    assert get_config(settings).METRICS_PUBLIC is False
+    with pytest.raises(ConfigError, match="METRICS_TOKEN looks like a placeholder"):
+        get_config({**settings, "METRICS_TOKEN": objects["Secret"]["stringData"]["METRICS_TOKEN"]})

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery staple"
 REVOCATION_BOUND_SECONDS = 1.0
 LOGIN_FAILURES = 4
+METRICS_TOKEN = secrets.token_urlsafe(24)  # production serves /metrics only to its bearer
 
 
 @pytest.fixture(scope="module", params=["revocation-cache", "no-revocation-cache"])
@@ -44,7 +45,7 @@ def cluster(request, databases, entrypoints, module_workdir):
         port = free_port()
         env = service_env(
             url, JWT_SECRET_KEY=secret, PLAIN_HTTP="1", GUNICORN_BIND=f"127.0.0.1:{port}", REVOCATION_CACHE=cache,
-            **limits,
+            METRICS_TOKEN=METRICS_TOKEN, **limits,
         )  # fmt: skip
         folder = module_workdir / f"{request.param}-{name}"
         folder.mkdir()
@@ -157,7 +158,7 @@ def test_simultaneous_signups_through_both_instances_never_collide(cluster):
 
 def health_requests_counted(instance: dict) -> float:
     """What /metrics says about GET /health answers (every label set added up)."""
-    text = api(instance, "/metrics").body.decode()
+    text = api(instance, "/metrics", token=METRICS_TOKEN).body.decode()
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.databases import BACKENDS
+from tests.databases import BACKENDS, TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -71,6 +71,9 @@ def running_server(
         "JWT_SECRET_KEY": secrets.token_urlsafe(48),
         "FLASK_APP": "wsgi",
         "GUNICORN_WORKERS": str(workers),
+        # Production with two workers shares its per-IP limits through Redis (config.check_serving).
+        "REDIS_URL": TEST_REDIS_URL,
+        "RATELIMIT_KEY_PREFIX": f"t{secrets.token_hex(5)}",
         "GUNICORN_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
         **env_overrides,

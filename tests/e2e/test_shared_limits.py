@@ -58,7 +58,10 @@ def test_limits_are_shared_by_two_workers(tmp_path, redis_client):
 
 
 def test_account_throttle_is_shared_by_two_workers_without_redis(tmp_path):
-    with running_server(tmp_path, "sqlite", tls=False, workers=2, LOGIN_FREE_FAILURES="3") as server:
+    # Per-IP limits off (they need Redis with two workers); the account throttle needs nothing but the database.
+    with running_server(
+        tmp_path, "sqlite", tls=False, workers=2, LOGIN_FREE_FAILURES="3", REDIS_URL="", RATELIMIT_ENABLED="false"
+    ) as server:
         attempts = [
             server.call("POST", "/login", {"email": "one@example.com", "password": "wrong password"}) for _ in range(5)
         ]
