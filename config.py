@@ -15,7 +15,13 @@ INSTANCE_DIR = BASE_DIR / "instance"
 # Values that appear in examples and tutorials; a production secret equal to or built on one
 # of these is refused (ASVS 13.3.1 / 6.4: no default or placeholder secrets).
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "example", "placeholder", "secret-key", "your-")
-MAX_LEEWAY_SECONDS = 60  # RFC 8725 3.10 / ASVS: clock skew tolerance stays small
+MAX_LEEWAY_SECONDS = 60
+# Usernames only an admin may assign: they would pass for the service's own voice or trip up
+# clients (null, undefined). Compared by their RFC 8265 key (app/schemas/fields.py).
+DEFAULT_RESERVED_USERNAMES = (
+    "admin administrator root system support security postmaster abuse webmaster hostmaster noc help "
+    "info no-reply noreply api auth www mail null undefined"
+).split()  # RFC 8725 3.10 / ASVS: clock skew tolerance stays small
 
 
 class ConfigError(RuntimeError):
@@ -167,6 +173,10 @@ class BaseConfig:
         self.URL_PREFIX = _url_prefix(env)
         self.REDIS_URL = _text(env, "REDIS_URL")
         self.TRUSTED_PROXIES = _list(env, "TRUSTED_PROXIES")
+        # Set but empty turns the list off; unset keeps the default.
+        self.RESERVED_USERNAMES = (
+            _list(env, "RESERVED_USERNAMES") if "RESERVED_USERNAMES" in env else list(DEFAULT_RESERVED_USERNAMES)
+        )
         # Per-IP limits (limits' notation, ';' between several); see app/ratelimit.py.
         self.RATELIMIT_ENABLED = _bool(env, "RATELIMIT_ENABLED", True)
         self.RATELIMIT_KEY_PREFIX = _text(env, "RATELIMIT_KEY_PREFIX", "auth")
