@@ -252,3 +252,16 @@ def test_cors_origins_are_split_and_trimmed(dev_env):
 def test_development_short_given_secret_is_refused(dev_env):
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
         get_config({**dev_env, "JWT_SECRET_KEY": "too-short"})
+
+
+# --- RESERVED_USERNAMES ---------------------------------------------------------------------
+
+
+def test_reserved_usernames_default_list():
+    reserved = get_config({"APP_ENV": "testing"}).RESERVED_USERNAMES
+    assert {"admin", "root", "support", "no-reply", "noreply", "null", "undefined"} <= set(reserved)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("staff, boss ,", ["staff", "boss"]), ("", [])])
+def test_reserved_usernames_parsed_as_a_list(raw, expected):
+    assert get_config({"APP_ENV": "testing", "RESERVED_USERNAMES": raw}).RESERVED_USERNAMES == expected
