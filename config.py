@@ -20,6 +20,12 @@ PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "example", "placeho
 MAX_LEEWAY_SECONDS = 60  # RFC 8725 3.10 / ASVS: clock skew tolerance stays small
 # An origin as browsers send it (RFC 6454 6.1): scheme://host[:port], no path, query or wildcard.
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[a-z0-9-]+(\.[a-z0-9-]+)*)(:[0-9]{1,5})?", re.IGNORECASE)
+# Usernames only an admin may assign: they would pass for the service's own voice or trip up
+# clients (null, undefined). Compared by their RFC 8265 key (app/schemas/fields.py).
+DEFAULT_RESERVED_USERNAMES = (
+    "admin administrator root system support security postmaster abuse webmaster hostmaster noc help "
+    "info no-reply noreply api auth www mail null undefined"
+).split()
 
 
 class ConfigError(RuntimeError):
@@ -203,6 +209,10 @@ class BaseConfig:
         # Seconds a rate-limit call to Redis may take before that request counts in-process instead.
         self.REDIS_TIMEOUT = _int(env, "REDIS_TIMEOUT", 1, minimum=1, maximum=60)
         self.TRUSTED_PROXIES = _list(env, "TRUSTED_PROXIES")
+        # Set but empty turns the list off; unset keeps the default.
+        self.RESERVED_USERNAMES = (
+            _list(env, "RESERVED_USERNAMES") if "RESERVED_USERNAMES" in env else list(DEFAULT_RESERVED_USERNAMES)
+        )
         # Per-IP limits (limits' notation, ';' between several); see app/ratelimit.py.
         self.RATELIMIT_ENABLED = _bool(env, "RATELIMIT_ENABLED", True)
         self.RATELIMIT_KEY_PREFIX = _text(env, "RATELIMIT_KEY_PREFIX", "auth")

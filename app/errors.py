@@ -62,6 +62,13 @@ class ValidationFailed(BadRequest):
     detail = "The request body or query has invalid fields."
 
 
+class UsernameReserved(ValidationFailed):
+    """The username is on RESERVED_USERNAMES, which only an admin may assign."""
+
+    code = "username_reserved"
+    detail = "This username is reserved."
+
+
 class InvalidJSON(BadRequest):
     """The body is not a JSON document."""
 

@@ -290,3 +290,16 @@ def test_metrics_are_public_by_default_only_outside_production(dev_env):
     assert get_config({**production, "METRICS_PUBLIC": "true"}).METRICS_PUBLIC is True
     with pytest.raises(ConfigError, match="METRICS_TOKEN looks like a placeholder"):
         get_config({**production, "METRICS_TOKEN": "change-me-metrics"})
+
+
+# --- RESERVED_USERNAMES ---------------------------------------------------------------------
+
+
+def test_reserved_usernames_default_list():
+    reserved = get_config({"APP_ENV": "testing"}).RESERVED_USERNAMES
+    assert {"admin", "root", "support", "no-reply", "noreply", "null", "undefined"} <= set(reserved)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("staff, boss ,", ["staff", "boss"]), ("", [])])
+def test_reserved_usernames_parsed_as_a_list(raw, expected):
+    assert get_config({"APP_ENV": "testing", "RESERVED_USERNAMES": raw}).RESERVED_USERNAMES == expected

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import Boolean, Uuid, bindparam, inspect
 
 from app.extensions import db
-from app.models import Base
+from app.models import Base, UTCDateTime
 from tests.conftest import make_test_app
 from tests.databases import BACKENDS
 
@@ -96,3 +101,70 @@ def test_serving_processes_do_not_load_alembic():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _insert_user(email: str, username: str | None = None) -> uuid.UUID:
+    """A users row written as the old rules stored it (email lower-cased only, key lower-cased)."""
+    user_id = uuid.uuid4()
+    db.session.execute(
+        sa.text(
+            "INSERT INTO users (id, email, username, username_key, name, password_hash, role, is_active, "
+            "email_verified, created_at, updated_at) VALUES (:id, :email, :username, :key, 'N', 'x', 'user', "
+            ":yes, :no, :now, :now)"
+        ).bindparams(
+            bindparam("id", type_=Uuid()), bindparam("now", type_=UTCDateTime()), bindparam("yes", type_=Boolean())
+        ),
+        {
+            "id": user_id,
+            "email": email,
+            "username": username,
+            "key": username.lower() if username else None,
+            "now": datetime.now(UTC),
+            "yes": True,
+            "no": False,
+        },
+    )
+    db.session.commit()
+    return user_id
+
+
+def test_identifier_forms_migration_rewrites_unicode_domains(database_url, tmp_path):
+    """0004: a U-label domain stored by the old rules becomes the A-label the lookups now use."""
+    backend, url, app = _fresh_app(database_url, tmp_path)
+    try:
+        with app.app_context():
+            upgrade(revision="0003_login_throttle")
+            unicode_id = _insert_user("x@bücher.example", "Jo_e")
+            plain_id = _insert_user("plain@example.com")
+            upgrade()
+            emails = dict(db.session.execute(sa.text("SELECT id, email FROM users")).all())
+            keys = dict(db.session.execute(sa.text("SELECT id, username_key FROM users")).all())
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        backend.drop(url)
+    emails = {uuid.UUID(str(key)): value for key, value in emails.items()}
+    keys = {uuid.UUID(str(key)): value for key, value in keys.items()}
+    assert emails == {unicode_id: "x@xn--bcher-kva.example", plain_id: "plain@example.com"}
+    assert keys[unicode_id] == "jo_e"
+
+
+def test_identifier_forms_migration_stops_on_twins(database_url, tmp_path, capfd):
+    """Two old rows that are one address under the new rules stop the upgrade, naming both."""
+    backend, url, app = _fresh_app(database_url, tmp_path)
+    try:
+        with app.app_context():
+            upgrade(revision="0003_login_throttle")
+            first = _insert_user("x@bücher.example")
+            second = _insert_user("x@xn--bcher-kva.example")
+            with pytest.raises(SystemExit):  # flask-migrate logs the RuntimeError and exits 1
+                upgrade()
+            logged = capfd.readouterr().err  # Alembic's logging configuration writes to stderr
+            assert "same email once normalized" in logged
+            assert str(first) in logged and str(second) in logged
+            emails = set(db.session.execute(sa.text("SELECT email FROM users")).scalars())
+            assert emails == {"x@bücher.example", "x@xn--bcher-kva.example"}  # nothing half-done
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        backend.drop(url)

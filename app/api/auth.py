@@ -29,7 +29,10 @@ blp = Blueprint("auth", __name__, description="Accounts and tokens")
 @blp.response(201, SignupResponseSchema)
 @blp.problem(409, "email_taken or username_taken")
 def signup(args):
-    """Create an account (role `user`) and sign it in."""
+    """Create an account (role `user`) and sign it in.
+
+    A reserved username (RESERVED_USERNAMES) is 400 `username_reserved` unless an admin sets it.
+    """
     user, pair = accounts.signup(**args, **client_info())
     return {"user_id": user.id, "user": user, **pair.as_dict()}
 

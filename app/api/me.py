@@ -30,7 +30,10 @@ def get_me():
 @blp.problem(409, "email_taken or username_taken")
 @blp.doc(security=BEARER_SECURITY)
 def update_me(args):
-    """Change one's own name, email or username (a new email is unverified)."""
+    """Change one's own name, email or username (a new email is unverified).
+
+    A reserved username (RESERVED_USERNAMES) is 400 `username_reserved` unless an admin sets it.
+    """
     return {"user": accounts.update_me(caller(), args)}
 
 

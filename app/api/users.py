@@ -61,7 +61,10 @@ def get_user(user_id):
 @blp.problem(403)
 @blp.problem(404)
 def update_user(args, user_id):
-    """Change a user: admins any field; the user themself name, email and username."""
+    """Change a user: admins any field; the user themself name, email and username.
+
+    A reserved username (RESERVED_USERNAMES) is 400 `username_reserved` unless an admin sets it.
+    """
     return {"user": users.update_user(actor=caller(), target_id=user_id, changes=args)}
 
 

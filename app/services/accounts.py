@@ -33,10 +33,13 @@ def signup(
 
 
 def find_by_identifier(*, email: str | None, username: str | None) -> User | None:
-    """The account with this email, or this username (case-insensitive)."""
+    """The account with this (normalized) email, or this username by its key (`ａｄｍｉｎ` finds `admin`)."""
     if email is not None:
         return db.session.scalars(select(User).where(User.email == email)).first()
-    return db.session.scalars(select(User).where(User.username_key == users.username_key(username))).first()
+    key = users.username_key(username)
+    if key is None:  # no account can have it; never compare with NULL, which users without a username hold
+        return None
+    return db.session.scalars(select(User).where(User.username_key == key)).first()
 
 
 def login(
@@ -53,7 +56,7 @@ def login(
     error, so neither the answer nor its timing tells whether the account exists (ASVS 2.2.x).
     """
     user = find_by_identifier(email=email, username=username)
-    subject = credentials.subject(user, email or (username or "").lower())
+    subject = credentials.subject(user, email or users.username_key(username) or (username or "").lower())
     try:
         throttle.begin_attempt(subject)
     except throttle.TooManyAttempts:
@@ -99,8 +102,11 @@ def change_password(user: User, *, current_sid: uuid.UUID, current_password: str
 
 
 def update_me(user: User, changes: dict[str, Any]) -> User:
-    """Change one's own name, email or username. Raises EmailTaken, UsernameTaken."""
-    return users.apply_update(user, changes, actor_id=user.id)
+    """Change one's own name, email or username. Raises UsernameReserved, EmailTaken, UsernameTaken.
+
+    An admin may take a reserved name here too: PATCH /users/{own id} would allow it anyway.
+    """
+    return users.apply_update(user, changes, actor_id=user.id, may_reserve=user.role == "admin")
 
 
 def delete_me(user: User, *, password: str) -> None:

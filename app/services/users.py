@@ -3,22 +3,51 @@
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, EmailTaken, Forbidden, LastAdmin, NotFound, UsernameTaken, ValidationFailed
+from app.errors import (
+    Conflict,
+    EmailTaken,
+    Forbidden,
+    LastAdmin,
+    NotFound,
+    UsernameReserved,
+    UsernameTaken,
+    ValidationFailed,
+)
 from app.extensions import db
 from app.models import RevokedToken, Session, User
+from app.schemas import fields
 from app.services import audit, credentials, passwords, revocations, tokens
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
 
 def username_key(username: str | None) -> str | None:
-    """The case-insensitive uniqueness key of a username."""
-    return username.lower() if username else None
+    """The uniqueness key of a username (RFC 8265 UsernameCaseMapped); None for none or an impossible one."""
+    return fields.username_key(username)
+
+
+@lru_cache(maxsize=4)
+def _reserved_keys(names: tuple[str, ...]) -> frozenset[str]:
+    """The keys of the RESERVED_USERNAMES entries, so `ＡＤＭＩＮ` and `Admin` are `admin` too."""
+    return frozenset(key for key in map(username_key, names) if key is not None)
+
+
+def ensure_not_reserved(username: str | None) -> None:
+    """Raise UsernameReserved if the username's key is on RESERVED_USERNAMES.
+
+    A name like `admin` or `support` on a plain account passes for the service's own voice
+    (ASVS 5.1.x; NIST 800-63B 5.1.1.2's spirit for identifiers); admins may still assign one.
+    """
+    key = username_key(username)
+    if key is not None and key in _reserved_keys(tuple(current_app.config["RESERVED_USERNAMES"])):
+        raise UsernameReserved(errors={"username": ["This username is reserved."]})
 
 
 def conflict_from(error: IntegrityError) -> Conflict:
@@ -48,14 +77,25 @@ def ensure_available(*, email: str | None, username: str | None, exclude: uuid.U
 
 
 def new_user(
-    *, email: str, password: str, name: str, username: str | None = None, role: str = "user", is_active: bool = True
+    *,
+    email: str,
+    password: str,
+    name: str,
+    username: str | None = None,
+    role: str = "user",
+    is_active: bool = True,
+    may_reserve: bool = False,
 ) -> User:
-    """Build (not commit) a user after the password policy and availability checks.
+    """Build (not commit) a user after the password policy, availability and reserved-name checks.
 
-    Raises ValidationFailed, EmailTaken, UsernameTaken.
+    `may_reserve`: an admin is creating it, so a reserved username is allowed. Availability is
+    checked first: a name already held answers 409 whether or not it is reserved.
+    Raises ValidationFailed, UsernameReserved, EmailTaken, UsernameTaken.
     """
     passwords.check_policy(password, email=email, username=username)
     ensure_available(email=email, username=username)
+    if not may_reserve:
+        ensure_not_reserved(username)
     user = User(
         id=uuid.uuid4(),
         email=email,
@@ -80,9 +120,12 @@ def commit_or_conflict(*, flush_only: bool = False) -> None:
         raise conflict_from(error) from error
 
 
-def create_user(*, actor: User, **fields: Any) -> User:
-    """Create and commit a user (admin endpoint). Raises ValidationFailed, EmailTaken, UsernameTaken."""
-    user = new_user(**fields)
+def create_user(*, actor: User, **changes: Any) -> User:
+    """Create and commit a user (admin endpoint, so reserved usernames are allowed).
+
+    Raises ValidationFailed, EmailTaken, UsernameTaken.
+    """
+    user = new_user(**changes, may_reserve=True)
     audit.record("user_created", actor_id=actor.id, target_id=user.id, role=user.role, is_active=user.is_active)
     commit_or_conflict()
     return user
@@ -153,10 +196,13 @@ def ensure_not_last_admin(target: User) -> None:
         raise LastAdmin()
 
 
-def apply_update(target: User, changes: dict[str, Any], *, actor_id: uuid.UUID | None) -> User:
+def apply_update(
+    target: User, changes: dict[str, Any], *, actor_id: uuid.UUID | None, may_reserve: bool = False
+) -> User:
     """Apply profile, role, status and password changes to `target`, audit them, then commit.
 
-    `actor_id` is who made the change (None for the CLI). Raises ValidationFailed, EmailTaken,
+    `actor_id` is who made the change (None for the CLI); `may_reserve` whether that actor may
+    give a reserved username (admins). Raises ValidationFailed, UsernameReserved, EmailTaken,
     UsernameTaken, LastAdmin.
     """
     profile = [field for field in ("name", "email", "username") if field in changes]
@@ -167,6 +213,8 @@ def apply_update(target: User, changes: dict[str, Any], *, actor_id: uuid.UUID |
     if "username" in changes and changes["username"] != target.username:
         if username_key(changes["username"]) != target.username_key:
             ensure_available(email=None, username=changes["username"], exclude=target.id)
+            if not may_reserve:
+                ensure_not_reserved(changes["username"])
         target.username = changes["username"]
         target.username_key = username_key(changes["username"])
     if "name" in changes:
@@ -213,7 +261,7 @@ def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User
             "Change your own password with POST /me/password.",
             errors={"password": ["Change your own password with POST /me/password (it needs the current one)."]},
         )
-    return apply_update(target, changes, actor_id=actor.id)
+    return apply_update(target, changes, actor_id=actor.id, may_reserve=actor.role == "admin")
 
 
 def visible_user(*, actor: User, target_id: str) -> User:
