@@ -8,7 +8,9 @@ import uuid
 import jwt
 import pytest
 
+from app.api.base import MAX_JSON_DEPTH
 from tests.conftest import PASSWORD, bearer
+from tests.helpers import assert_problem
 
 IGNORED_HEADERS = {"Content-Length", "X-Request-ID", "Vary"}
 
@@ -166,3 +168,35 @@ def test_database_outage_is_answered_by_flask_as_503(make_app):
         token = create_access_token(identity=str(uuid.uuid4()), additional_claims={"sid": str(uuid.uuid4())})
     response = app.test_client().post("/checkToken", json={"token": token})
     assert response.status_code == 503 and response.headers["Retry-After"]
+
+
+def nested(depth: int, kind: str) -> str:
+    """A JSON object whose one field holds arrays or objects nested `depth` levels deep."""
+    inner = "[" * depth + "]" * depth if kind == "array" else '{"a":' * depth + "1" + "}" * depth
+    return '{"token": ' + inner + "}"
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("path", ["/signup", "/login", "/refresh", "/checkToken"])
+def test_deeply_nested_json_is_400_invalid_json_on_both_paths(make_app, path, kind, depth):
+    # Issue 9.7: a RecursionError in the parser or a recursive walk was a 500.
+    limits = {"MAX_CONTENT_LENGTH": 1024 * 1024}
+    body = nested(depth, kind)
+    for hot in ("true", "false"):
+        app = make_app(HOT_PATH=hot, **limits)
+        response = app.test_client().post(path, data=body, content_type="application/json")
+        assert_problem(response, 400, "invalid_json")
+        # The top level itself nested too deep, and a body that is nothing but nesting.
+        top = ("[" * depth + "]" * depth) if kind == "array" else nested(depth, kind)[len('{"token": ') : -1]
+        assert_problem(app.test_client().post(path, data=top, content_type="application/json"), 400, "invalid_json")
+
+
+def test_json_nested_up_to_the_limit_is_judged_by_the_schema(client):
+    at_limit = nested(MAX_JSON_DEPTH - 1, "array")  # the outer object is one level
+    assert_problem(client.post("/checkToken", data=at_limit, content_type="application/json"), 400, "validation_error")
+    over = nested(MAX_JSON_DEPTH, "array")
+    assert_problem(client.post("/checkToken", data=over, content_type="application/json"), 400, "invalid_json")
+    # Brackets inside strings are text, not nesting.
+    text = '{"token": "' + "[{" * 100 + '\\"' + "[" * 100 + '"}'
+    assert client.post("/checkToken", data=text, content_type="application/json").get_json()["valid"] is False

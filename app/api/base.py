@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import wraps
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +23,12 @@ from app.services import audit, tokens
 
 BEARER_SECURITY = [{"bearerAuth": []}]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# No request of the API nests deeper than 2; 32 leaves room and keeps every recursive step
+# after parsing (the walk below, marshmallow) far from Python's recursion limit (ASVS 5.1.4).
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_OPENERS = frozenset(b"[{")
 
 
 class Parser(FlaskParser):
@@ -117,12 +124,37 @@ def check_body() -> None:
         return
     if request.mimetype != "application/json":
         raise UnsupportedMediaType()
+    raw = request.get_data(cache=True)
+    try:
+        raw.decode("utf-8")  # RFC 8259 8.1; it also makes the byte scan below exact
+    except UnicodeDecodeError:
+        raise InvalidJSON() from None
+    if nests_deeper_than(raw, MAX_JSON_DEPTH):
+        raise InvalidJSON(f"The request body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep.")
     body = request.get_json(silent=True, cache=True)
     if body is None:
         raise InvalidJSON()
     if not isinstance(body, dict):
         raise InvalidJSON("The request body must be a JSON object.", code="invalid_body")
     _refuse_unstorable_text(body, "")
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether UTF-8 JSON text opens more than `limit` arrays or objects inside one another.
+
+    Counted on the bytes before parsing, strings skipped, without recursion: the json module
+    and every walk over its result recurse once per level, and a body nested thousands deep
+    would otherwise end in a RecursionError (a 500).
+    """
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte in _OPENERS else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def check_query() -> None:
