@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 import uuid
 
 import jwt
@@ -200,3 +201,39 @@ def test_json_nested_up_to_the_limit_is_judged_by_the_schema(client):
     # Brackets inside strings are text, not nesting.
     text = '{"token": "' + "[{" * 100 + '\\"' + "[" * 100 + '"}'
     assert client.post("/checkToken", data=text, content_type="application/json").get_json()["valid"] is False
+
+
+INTERNATIONAL_EMAILS = [
+    "yıldız@example.com",  # dotless i: outside latin-1
+    "пользователь@пример.рф",  # Cyrillic, local part and domain
+    "ｆｕｌｌ@ｅｘａｍｐｌｅ.com",  # fullwidth
+    "ü@bücher.de",  # inside latin-1, still not ASCII
+    "a%41+tag@example.com",  # ASCII with a percent sign: sent as %25, so decoding is unambiguous
+]
+
+
+@pytest.mark.parametrize("email", INTERNATIONAL_EMAILS)
+def test_validate_sends_internationalized_emails_percent_encoded_on_both_paths(pair, email):
+    # Issue 9.5: a non-latin-1 email in X-User-Email was a 500 (WSGI headers are latin-1).
+    fast, slow, calls = pair
+    body = tokens_for(fast)
+    client = fast.test_client()
+    changed = client.patch("/me", json={"email": email}, headers=bearer(body["access_token"]))
+    assert changed.status_code == 200, changed.get_json()
+    stored = changed.get_json()["user"]["email"]
+    fast_response = client.get("/validate", headers=bearer(body["access_token"]))
+    slow_response = slow.test_client().get("/validate", headers=bearer(body["access_token"]))
+    assert fast_response.status_code == 200, fast_response.get_data(as_text=True)
+    same_answer(fast_response, slow_response)
+    assert calls["hot_validate"] == 1
+    header = fast_response.headers["X-User-Email"]
+    assert header.isascii() and header.isprintable()
+    assert urllib.parse.unquote(header, errors="strict") == stored
+    assert header == urllib.parse.quote(stored.encode(), safe="@.+-_~")
+
+
+def test_ascii_emails_are_sent_unchanged(pair):
+    fast, _slow, _calls = pair
+    body = tokens_for(fast)
+    response = fast.test_client().get("/validate", headers=bearer(body["access_token"]))
+    assert response.headers["X-User-Email"] == body["user"]["email"]

@@ -6,6 +6,7 @@ import re
 from functools import wraps
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import flask_smorest
 from apispec import BasePlugin
@@ -29,6 +30,11 @@ MAX_JSON_DEPTH = 32
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _OPENERS = frozenset(b"[{")
+# X-User-Email is percent-encoded UTF-8 (RFC 3986 2.1): header values must be ASCII (WSGI
+# allows latin-1, gateways and HTTP/2 stacks often less), and an address may be internationalized
+# (RFC 6531). Every printable ASCII character but "%" stands for itself, so a plain ASCII address
+# is sent unchanged and decoding (docs/GATEWAYS.md) is exact for every address.
+_EMAIL_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
 
 
 class Parser(FlaskParser):
@@ -217,6 +223,15 @@ def bearer_token() -> str | None:
         return None
     token = token.strip()
     return token or None
+
+
+def identity_headers(verified: tokens.VerifiedToken) -> list[tuple[str, str]]:
+    """The X-User-* headers of a /validate answer; the hot path and the view both send these."""
+    return [
+        ("X-User-Id", str(verified.user_id)),
+        ("X-User-Email", quote(verified.email, safe=_EMAIL_HEADER_SAFE)),
+        ("X-User-Roles", ",".join(verified.roles)),
+    ]
 
 
 def client_info() -> dict[str, str | None]:
