@@ -41,6 +41,18 @@ def test_wrong_method_is_problem_405_with_allow(client):
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"), [("get", "/signup", {"POST"}), ("put", "/me", {"GET", "PATCH"})]
+)
+def test_405_names_the_allowed_methods_in_the_body_too(client, method, path, allowed):
+    # Issue 9.22: a client reading only the problem document learns what would have worked.
+    response = getattr(client, method)(path)
+    detail = assert_problem(response, 405, "method_not_allowed")["detail"]
+    listed = response.headers["Allow"]
+    assert allowed <= set(listed.split(", "))
+    assert detail == f"The method is not allowed for this URL; allowed: {listed}."
+
+
 def test_oversized_body_is_413(client):
     body = '{"email": "a@example.com", "name": "' + "x" * (65 * 1024) + '"}'
     assert_problem(client.post("/signup", data=body, content_type="application/json"), 413, "payload_too_large")
