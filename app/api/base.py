@@ -102,6 +102,21 @@ class ProblemResponses(BasePlugin):
                 responses.setdefault(status, name)
 
 
+class ServerRelativePaths(BasePlugin):
+    """apispec plugin: document paths without URL_PREFIX, which is the server URL (OpenAPI 3.0.3, 4.7.9)."""
+
+    def __init__(self, prefix: str) -> None:
+        """`prefix` is URL_PREFIX ('' or '/segment[/segment]')."""
+        super().__init__()
+        self.prefix = prefix
+
+    def path_helper(self, path=None, **kwargs):
+        """The path with the prefix taken off."""
+        if self.prefix and path and path.startswith(f"{self.prefix}/"):
+            return path[len(self.prefix) :]
+        return None
+
+
 class Api(flask_smorest.Api):
     """flask-smorest's Api whose documented errors are problem+json documents."""
 
