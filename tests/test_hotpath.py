@@ -237,3 +237,11 @@ def test_ascii_emails_are_sent_unchanged(pair):
     body = tokens_for(fast)
     response = fast.test_client().get("/validate", headers=bearer(body["access_token"]))
     assert response.headers["X-User-Email"] == body["user"]["email"]
+
+
+def test_nesting_check_stays_linear_on_pathological_strings(client):
+    # A body of escaped quotes made a string pattern that can fail retry at every quote: 80 s of CPU.
+    body = '{"token": ' + "[" * 40 + '"' + '\\"' * 30_000  # never closed, and brackets enough to be scanned
+    started = time.monotonic()
+    assert_problem(client.post("/checkToken", data=body, content_type="application/json"), 400, "invalid_json")
+    assert time.monotonic() - started < 2

@@ -27,7 +27,9 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # No request of the API nests deeper than 2; 32 leaves room and keeps every recursive step
 # after parsing (the walk below, marshmallow) far from Python's recursion limit (ASVS 5.1.4).
 MAX_JSON_DEPTH = 32
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A string, or an unterminated one up to the end: every match attempt succeeds, so the scan
+# stays linear even for a body of escaped quotes (a pattern that can fail retries at each quote).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _OPENERS = frozenset(b"[{")
 # X-User-Email is percent-encoded UTF-8 (RFC 3986 2.1): header values must be ASCII (WSGI
@@ -167,6 +169,8 @@ def nests_deeper_than(raw: bytes, limit: int) -> bool:
     and every walk over its result recurse once per level, and a body nested thousands deep
     would otherwise end in a RecursionError (a 500).
     """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # nearly every body: no scan at all
     brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     if brackets.count(b"[") + brackets.count(b"{") <= limit:
         return False
