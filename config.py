@@ -265,9 +265,12 @@ class BaseConfig:
         self.API_VERSION = "1.0.0"
         self.OPENAPI_VERSION = "3.0.3"
         self.OPENAPI_URL_PREFIX = self.URL_PREFIX or "/"
+        # A relative server URL: clients resolve it against where they fetched the document, so it
+        # is right behind any host or gateway; the documented paths are relative to it.
+        self.API_SPEC_OPTIONS = {"servers": [{"url": self.URL_PREFIX or "/"}]}
         self.OPENAPI_JSON_PATH = "openapi.json"
-        self.OPENAPI_SWAGGER_UI_PATH = "docs"
-        self.OPENAPI_SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+        # /docs is served by app/api/docs.py from the pinned swagger-ui-bundle package, not by
+        # flask-smorest from a CDN: so OPENAPI_SWAGGER_UI_PATH stays unset.
         self.validate()
 
     def _database_url(self, env: Mapping[str, Any]) -> str:

@@ -242,13 +242,15 @@ def handle_http_exception(error: HTTPException) -> Response:
     """Render Werkzeug's errors (404, 405, 413, …) as problem+json, keeping their headers."""
     status = error.code or 500
     headers = {}
+    detail = error.description if status < 500 else "The server could not complete the request."
     valid_methods = getattr(error, "valid_methods", None)
     if status == 405 and valid_methods:
         headers["Allow"] = ", ".join(valid_methods)
+        # RFC 9110 15.5.6 wants the Allow header; the document says it too, for clients that show only the body.
+        detail = f"The method is not allowed for this URL; allowed: {headers['Allow']}."
     if status == 429:
         # Flask-Limiter raises the limit's own Retry-After to when its window resets.
         headers["Retry-After"] = "1"
-    detail = error.description if status < 500 else "The server could not complete the request."
     return problem(status, HTTP_CODES.get(status, "http_error"), detail, headers=headers)
 
 

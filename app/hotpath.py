@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from app.api.base import unstorable
+from app.api.base import identity_headers, unstorable
 from app.http import HSTS, JSON_CONTENT_TYPE, NO_STORE, SECURITY_HEADERS, choose_request_id
 from app.observability import LATENCY, REQUESTS
 from app.services import tokens
@@ -148,9 +148,7 @@ class HotPath:
             [
                 ("Content-Type", JSON_CONTENT_TYPE),
                 ("Content-Length", str(len(body))),
-                ("X-User-Id", str(verified.user_id)),
-                ("X-User-Email", verified.email),
-                ("X-User-Roles", ",".join(verified.roles)),
+                *identity_headers(verified),
             ],
             body,
         )

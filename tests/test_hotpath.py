@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 import uuid
 
 import jwt
 import pytest
 
+from app.api.base import MAX_JSON_DEPTH
 from tests.conftest import PASSWORD, bearer
+from tests.helpers import assert_problem
 
 IGNORED_HEADERS = {"Content-Length", "X-Request-ID", "Vary"}
 
@@ -166,3 +169,79 @@ def test_database_outage_is_answered_by_flask_as_503(make_app):
         token = create_access_token(identity=str(uuid.uuid4()), additional_claims={"sid": str(uuid.uuid4())})
     response = app.test_client().post("/checkToken", json={"token": token})
     assert response.status_code == 503 and response.headers["Retry-After"]
+
+
+def nested(depth: int, kind: str) -> str:
+    """A JSON object whose one field holds arrays or objects nested `depth` levels deep."""
+    inner = "[" * depth + "]" * depth if kind == "array" else '{"a":' * depth + "1" + "}" * depth
+    return '{"token": ' + inner + "}"
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("path", ["/signup", "/login", "/refresh", "/checkToken"])
+def test_deeply_nested_json_is_400_invalid_json_on_both_paths(make_app, path, kind, depth):
+    # Issue 9.7: a RecursionError in the parser or a recursive walk was a 500.
+    limits = {"MAX_CONTENT_LENGTH": 1024 * 1024}
+    body = nested(depth, kind)
+    for hot in ("true", "false"):
+        app = make_app(HOT_PATH=hot, **limits)
+        response = app.test_client().post(path, data=body, content_type="application/json")
+        assert_problem(response, 400, "invalid_json")
+        # The top level itself nested too deep, and a body that is nothing but nesting.
+        top = ("[" * depth + "]" * depth) if kind == "array" else nested(depth, kind)[len('{"token": ') : -1]
+        assert_problem(app.test_client().post(path, data=top, content_type="application/json"), 400, "invalid_json")
+
+
+def test_json_nested_up_to_the_limit_is_judged_by_the_schema(client):
+    at_limit = nested(MAX_JSON_DEPTH - 1, "array")  # the outer object is one level
+    assert_problem(client.post("/checkToken", data=at_limit, content_type="application/json"), 400, "validation_error")
+    over = nested(MAX_JSON_DEPTH, "array")
+    assert_problem(client.post("/checkToken", data=over, content_type="application/json"), 400, "invalid_json")
+    # Brackets inside strings are text, not nesting.
+    text = '{"token": "' + "[{" * 100 + '\\"' + "[" * 100 + '"}'
+    assert client.post("/checkToken", data=text, content_type="application/json").get_json()["valid"] is False
+
+
+INTERNATIONAL_EMAILS = [
+    "yıldız@example.com",  # dotless i: outside latin-1
+    "пользователь@пример.рф",  # Cyrillic, local part and domain
+    "ｆｕｌｌ@ｅｘａｍｐｌｅ.com",  # fullwidth
+    "ü@bücher.de",  # inside latin-1, still not ASCII
+    "a%41+tag@example.com",  # ASCII with a percent sign: sent as %25, so decoding is unambiguous
+]
+
+
+@pytest.mark.parametrize("email", INTERNATIONAL_EMAILS)
+def test_validate_sends_internationalized_emails_percent_encoded_on_both_paths(pair, email):
+    # Issue 9.5: a non-latin-1 email in X-User-Email was a 500 (WSGI headers are latin-1).
+    fast, slow, calls = pair
+    body = tokens_for(fast)
+    client = fast.test_client()
+    changed = client.patch("/me", json={"email": email}, headers=bearer(body["access_token"]))
+    assert changed.status_code == 200, changed.get_json()
+    stored = changed.get_json()["user"]["email"]
+    fast_response = client.get("/validate", headers=bearer(body["access_token"]))
+    slow_response = slow.test_client().get("/validate", headers=bearer(body["access_token"]))
+    assert fast_response.status_code == 200, fast_response.get_data(as_text=True)
+    same_answer(fast_response, slow_response)
+    assert calls["hot_validate"] == 1
+    header = fast_response.headers["X-User-Email"]
+    assert header.isascii() and header.isprintable()
+    assert urllib.parse.unquote(header, errors="strict") == stored
+    assert header == urllib.parse.quote(stored.encode(), safe="@.+-_~")
+
+
+def test_ascii_emails_are_sent_unchanged(pair):
+    fast, _slow, _calls = pair
+    body = tokens_for(fast)
+    response = fast.test_client().get("/validate", headers=bearer(body["access_token"]))
+    assert response.headers["X-User-Email"] == body["user"]["email"]
+
+
+def test_nesting_check_stays_linear_on_pathological_strings(client):
+    # A body of escaped quotes made a string pattern that can fail retry at every quote: 80 s of CPU.
+    body = '{"token": ' + "[" * 40 + '"' + '\\"' * 30_000  # never closed, and brackets enough to be scanned
+    started = time.monotonic()
+    assert_problem(client.post("/checkToken", data=body, content_type="application/json"), 400, "invalid_json")
+    assert time.monotonic() - started < 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import audit, auth, me, meta, users
-from app.api.base import Api, ProblemResponses
+from app.api import audit, auth, docs, me, meta, users
+from app.api.base import Api, ProblemResponses, ServerRelativePaths
 
 BLUEPRINTS = (auth.blp, me.blp, users.blp, audit.blp, meta.blp)
 API_DESCRIPTION = """Accounts and JWTs.
@@ -34,7 +34,9 @@ API_DESCRIPTION = """Accounts and JWTs.
 def register_blueprints(app: Flask) -> None:
     """Mount every blueprint under URL_PREFIX and document the Bearer scheme."""
     prefix = app.config["URL_PREFIX"]
-    api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}, "extra_plugins": [ProblemResponses()]})
+    plugins = [ServerRelativePaths(prefix), ProblemResponses()]
+    api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}, "extra_plugins": plugins})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint, url_prefix=prefix or None)
+    app.register_blueprint(docs.blp, url_prefix=prefix or None)  # not an API operation: undocumented
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
-from app.api.base import BEARER_SECURITY, Blueprint, bearer_token, client_info, login_required, token_argument
+from app.api.base import (
+    BEARER_SECURITY,
+    Blueprint,
+    bearer_token,
+    client_info,
+    identity_headers,
+    login_required,
+    token_argument,
+)
 from app.errors import TokenError
 from app.schemas.auth import (
     CheckTokenRequestSchema,
@@ -89,9 +97,15 @@ def check_token(args):
     200,
     ValidateResponseSchema,
     headers={
-        "X-User-Id": {"schema": {"type": "string"}},
-        "X-User-Email": {"schema": {"type": "string"}},
-        "X-User-Roles": {"description": "comma-separated", "schema": {"type": "string"}},
+        "X-User-Id": {"description": "The user's id (a UUID).", "schema": {"type": "string", "format": "uuid"}},
+        "X-User-Email": {
+            "description": "The user's email, percent-encoded UTF-8 (RFC 3986): every byte of a non-ASCII "
+            "character, and `%` itself, as `%XX`; any other ASCII character as is, so a plain ASCII "
+            "address arrives unchanged. Decode with a percent-decoder that leaves `+` alone "
+            "(`urllib.parse.unquote`, `decodeURIComponent`), never a form decoder. docs/GATEWAYS.md.",
+            "schema": {"type": "string"},
+        },
+        "X-User-Roles": {"description": "The user's roles, comma-separated.", "schema": {"type": "string"}},
     },
 )
 @blp.problem(401)
@@ -102,9 +116,4 @@ def validate():
     if token is None:
         raise TokenError("An access token is required.", code="missing_token")
     verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
-    headers = {
-        "X-User-Id": str(verified.user_id),
-        "X-User-Email": verified.email,
-        "X-User-Roles": ",".join(verified.roles),
-    }
-    return {}, headers
+    return {}, identity_headers(verified)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import wraps
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import flask_smorest
 from apispec import BasePlugin
@@ -22,6 +24,19 @@ from app.services import audit, tokens
 
 BEARER_SECURITY = [{"bearerAuth": []}]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# No request of the API nests deeper than 2; 32 leaves room and keeps every recursive step
+# after parsing (the walk below, marshmallow) far from Python's recursion limit (ASVS 5.1.4).
+MAX_JSON_DEPTH = 32
+# A string, or an unterminated one up to the end: every match attempt succeeds, so the scan
+# stays linear even for a body of escaped quotes (a pattern that can fail retries at each quote).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_OPENERS = frozenset(b"[{")
+# X-User-Email is percent-encoded UTF-8 (RFC 3986 2.1): header values must be ASCII (WSGI
+# allows latin-1, gateways and HTTP/2 stacks often less), and an address may be internationalized
+# (RFC 6531). Every printable ASCII character but "%" stands for itself, so a plain ASCII address
+# is sent unchanged and decoding (docs/GATEWAYS.md) is exact for every address.
+_EMAIL_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
 
 
 class Parser(FlaskParser):
@@ -89,6 +104,21 @@ class ProblemResponses(BasePlugin):
                 responses.setdefault(status, name)
 
 
+class ServerRelativePaths(BasePlugin):
+    """apispec plugin: document paths without URL_PREFIX, which is the server URL (OpenAPI 3.0.3, 4.7.9)."""
+
+    def __init__(self, prefix: str) -> None:
+        """`prefix` is URL_PREFIX ('' or '/segment[/segment]')."""
+        super().__init__()
+        self.prefix = prefix
+
+    def path_helper(self, path=None, **kwargs):
+        """The path with the prefix taken off."""
+        if self.prefix and path and path.startswith(f"{self.prefix}/"):
+            return path[len(self.prefix) :]
+        return None
+
+
 class Api(flask_smorest.Api):
     """flask-smorest's Api whose documented errors are problem+json documents."""
 
@@ -117,12 +147,39 @@ def check_body() -> None:
         return
     if request.mimetype != "application/json":
         raise UnsupportedMediaType()
+    raw = request.get_data(cache=True)
+    try:
+        raw.decode("utf-8")  # RFC 8259 8.1; it also makes the byte scan below exact
+    except UnicodeDecodeError:
+        raise InvalidJSON() from None
+    if nests_deeper_than(raw, MAX_JSON_DEPTH):
+        raise InvalidJSON(f"The request body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep.")
     body = request.get_json(silent=True, cache=True)
     if body is None:
         raise InvalidJSON()
     if not isinstance(body, dict):
         raise InvalidJSON("The request body must be a JSON object.", code="invalid_body")
     _refuse_unstorable_text(body, "")
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether UTF-8 JSON text opens more than `limit` arrays or objects inside one another.
+
+    Counted on the bytes before parsing, strings skipped, without recursion: the json module
+    and every walk over its result recurse once per level, and a body nested thousands deep
+    would otherwise end in a RecursionError (a 500).
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # nearly every body: no scan at all
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte in _OPENERS else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def check_query() -> None:
@@ -185,6 +242,15 @@ def bearer_token() -> str | None:
         return None
     token = token.strip()
     return token or None
+
+
+def identity_headers(verified: tokens.VerifiedToken) -> list[tuple[str, str]]:
+    """The X-User-* headers of a /validate answer; the hot path and the view both send these."""
+    return [
+        ("X-User-Id", str(verified.user_id)),
+        ("X-User-Email", quote(verified.email, safe=_EMAIL_HEADER_SAFE)),
+        ("X-User-Roles", ",".join(verified.roles)),
+    ]
 
 
 def client_info() -> dict[str, str | None]:

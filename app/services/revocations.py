@@ -37,6 +37,10 @@ PENDING_KEY = "revocations.pending_users"
 HEARTBEAT_SECONDS = 0.5  # a silent, broken listener is noticed within about this long
 MAX_ENTRIES = 100_000
 ENTRY_TTL_SECONDS = 60.0  # belt and braces: no entry outlives this even if all else failed
+# What an entry is found by: the token's jti, user and session together. The state read from the
+# database is about all three (STATE_QUERY), so a token that shares only the jti with a cached
+# one (forged with a leaked key, or a jti reused) is read on its own (defence in depth, ASVS 3.5.3).
+TokenKey = tuple[str, uuid.UUID, uuid.UUID]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,51 +57,51 @@ class TokenState:
 
 
 class RevocationCache:
-    """A bounded LRU of TokenState by jti, with per-user invalidation and a listener health flag."""
+    """A bounded LRU of TokenState by (jti, user, session), with per-user invalidation and a listener health flag."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES, ttl: float = ENTRY_TTL_SECONDS) -> None:
         """An empty cache, unusable until a listener says it is connected."""
-        self._entries: OrderedDict[str, tuple[uuid.UUID, TokenState, float]] = OrderedDict()
-        self._by_user: dict[uuid.UUID, set[str]] = {}
+        self._entries: OrderedDict[TokenKey, tuple[TokenState, float]] = OrderedDict()
+        self._by_user: dict[uuid.UUID, set[TokenKey]] = {}
         self._lock = threading.Lock()
         self._max = max_entries
         self._ttl = ttl
         self.epoch = 0
         self.listening = False
 
-    def get(self, jti: str) -> TokenState | None:
+    def get(self, key: TokenKey) -> TokenState | None:
         """The remembered state, if the cache may be trusted and has it."""
         if not self.listening:
             return None
         with self._lock:
-            found = self._entries.get(jti)
+            found = self._entries.get(key)
             if found is None:
                 return None
-            user_id, state, stored = found
+            state, stored = found
             if time.monotonic() - stored > self._ttl:
-                self._drop(jti, user_id)
+                self._drop(key)
                 return None
-            self._entries.move_to_end(jti)
+            self._entries.move_to_end(key)
             return state
 
-    def put(self, jti: str, user_id: uuid.UUID, state: TokenState, epoch: int) -> None:
+    def put(self, key: TokenKey, state: TokenState, epoch: int) -> None:
         """Remember a state read from the database, unless anything was invalidated since `epoch`."""
         with self._lock:
             if not self.listening or epoch != self.epoch:
                 return
-            self._entries[jti] = (user_id, state, time.monotonic())
-            self._entries.move_to_end(jti)
-            self._by_user.setdefault(user_id, set()).add(jti)
+            self._entries[key] = (state, time.monotonic())
+            self._entries.move_to_end(key)
+            self._by_user.setdefault(key[1], set()).add(key)
             while len(self._entries) > self._max:
-                old_jti, (old_user, _, _) = self._entries.popitem(last=False)
-                self._forget_user_entry(old_user, old_jti)
+                old_key, _ = self._entries.popitem(last=False)
+                self._forget_user_entry(old_key)
 
     def invalidate_user(self, user_id: uuid.UUID) -> None:
         """Forget every entry of one user."""
         with self._lock:
             self.epoch += 1
-            for jti in self._by_user.pop(user_id, ()):
-                self._entries.pop(jti, None)
+            for key in self._by_user.pop(user_id, ()):
+                self._entries.pop(key, None)
 
     def clear(self, *, listening: bool) -> None:
         """Forget everything and set whether the cache may be used."""
@@ -111,18 +115,18 @@ class RevocationCache:
         """How many entries are held."""
         return len(self._entries)
 
-    def _drop(self, jti: str, user_id: uuid.UUID) -> None:
+    def _drop(self, key: TokenKey) -> None:
         """Remove one entry (lock held)."""
-        self._entries.pop(jti, None)
-        self._forget_user_entry(user_id, jti)
+        self._entries.pop(key, None)
+        self._forget_user_entry(key)
 
-    def _forget_user_entry(self, user_id: uuid.UUID, jti: str) -> None:
-        """Unlink a jti from its user (lock held)."""
-        jtis = self._by_user.get(user_id)
-        if jtis is not None:
-            jtis.discard(jti)
-            if not jtis:
-                del self._by_user[user_id]
+    def _forget_user_entry(self, key: TokenKey) -> None:
+        """Unlink an entry from its user (lock held)."""
+        keys = self._by_user.get(key[1])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_user[key[1]]
 
 
 class Listener:

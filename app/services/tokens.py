@@ -286,9 +286,10 @@ STATE_QUERY = (
 def token_state(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool) -> revocations.TokenState:
     """What the database says about this token: from this worker's revocation view, or one query."""
     view: revocations.RevocationView = current_app.extensions["revocations"]
+    key = (jti, user_id, sid)
     if use_cache:
         view.ensure_listening()
-        cached = view.cache.get(jti)
+        cached = view.cache.get(key)
         if cached is not None:
             return cached
     epoch = view.cache.epoch
@@ -306,7 +307,7 @@ def token_state(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool
             jti_revoked=bool(row.jti_revoked),
         )
     if use_cache:
-        view.cache.put(jti, user_id, state, epoch)
+        view.cache.put(key, state, epoch)
     return state
 
 

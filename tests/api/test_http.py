@@ -41,6 +41,18 @@ def test_wrong_method_is_problem_405_with_allow(client):
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"), [("get", "/signup", {"POST"}), ("put", "/me", {"GET", "PATCH"})]
+)
+def test_405_names_the_allowed_methods_in_the_body_too(client, method, path, allowed):
+    # Issue 9.22: a client reading only the problem document learns what would have worked.
+    response = getattr(client, method)(path)
+    detail = assert_problem(response, 405, "method_not_allowed")["detail"]
+    listed = response.headers["Allow"]
+    assert allowed <= set(listed.split(", "))
+    assert detail == f"The method is not allowed for this URL; allowed: {listed}."
+
+
 def test_oversized_body_is_413(client):
     body = '{"email": "a@example.com", "name": "' + "x" * (65 * 1024) + '"}'
     assert_problem(client.post("/signup", data=body, content_type="application/json"), 413, "payload_too_large")
@@ -142,7 +154,7 @@ def test_url_prefix_mounts_everything(make_app):
     assert client.get("/auth/docs").status_code == 200
     assert client.get("/auth/.well-known/jwks.json").status_code == 200
     assert_problem(client.post("/signup", json={}), 404, "not_found")
-    assert "/auth/signup" in client.get("/auth/openapi.json").get_json()["paths"]
+    assert "/signup" in client.get("/auth/openapi.json").get_json()["paths"]  # relative to servers: /auth
 
 
 def test_openapi_documents_every_endpoint(client):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
 import pytest
 
 from tests.e2e.server import running_server
@@ -51,3 +56,33 @@ def test_full_flow_over_https(server):
 
     status, headers, missing = server.call("GET", "/nope")
     assert status == 404 and headers.get_content_type() == "application/problem+json"
+
+
+@pytest.mark.parametrize("hot_path", ["true", "false"])
+def test_internationalized_email_and_deep_json_through_gunicorn(request, tmp_path, hot_path):
+    # Issue 9.5 and 9.7 through a real WSGI server: gunicorn refuses a header that is not
+    # latin-1 (a 500 before), and a body nested 1,000 deep was a RecursionError.
+    if request.config.backend_problems.get("postgresql"):
+        pytest.skip("postgresql unreachable")
+    with running_server(tmp_path, "postgresql", tls=False, workers=1, HOT_PATH=hot_path) as server:
+        password = "correct horse battery staple"
+        status, _, signup = server.call(
+            "POST", "/signup", {"email": "i18n@example.com", "password": password, "name": "I"}
+        )
+        assert status == 201, signup
+        token = signup["access_token"]
+        for email in ("пользователь@пример.рф", "yıldız@example.com", "ｆｕｌｌ@example.com"):
+            status, _, changed = server.call("PATCH", "/me", {"email": email}, token=token)
+            assert status == 200, changed
+            status, headers, _ = server.call("GET", "/validate", token=token)
+            assert status == 200
+            assert urllib.parse.unquote(headers["X-User-Email"], errors="strict") == changed["user"]["email"]
+        deep = urllib.request.Request(
+            server.base + "/checkToken",
+            data=b'{"token": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(deep, timeout=30)
+        assert answer.value.code == 400 and json.loads(answer.value.read())["code"] == "invalid_json"

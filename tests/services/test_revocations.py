@@ -16,17 +16,22 @@ from tests.conftest import PASSWORD, bearer
 STATE = TokenState(user_exists=True, email="a@example.com", role="user", is_active=True, session_live=True)
 
 
+def entry(jti: str, user: uuid.UUID | None = None) -> tuple[str, uuid.UUID, uuid.UUID]:
+    """A cache key: the token's jti, user and session."""
+    return (jti, user or uuid.uuid4(), uuid.uuid4())
+
+
 # --- the cache alone --------------------------------------------------------------------------
 
 
 def test_cache_is_unused_until_listening():
     cache = RevocationCache()
-    user = uuid.uuid4()
-    cache.put("j1", user, STATE, cache.epoch)
-    assert cache.get("j1") is None
+    key = entry("j1")
+    cache.put(key, STATE, cache.epoch)
+    assert cache.get(key) is None
     cache.clear(listening=True)
-    cache.put("j1", user, STATE, cache.epoch)
-    assert cache.get("j1") == STATE
+    cache.put(key, STATE, cache.epoch)
+    assert cache.get(key) == STATE
 
 
 def test_fill_that_raced_an_invalidation_is_dropped():
@@ -34,36 +39,50 @@ def test_fill_that_raced_an_invalidation_is_dropped():
     cache.clear(listening=True)
     epoch = cache.epoch  # a reader starts its database query…
     cache.invalidate_user(uuid.uuid4())  # …a revocation lands meanwhile…
-    cache.put("j1", uuid.uuid4(), STATE, epoch)  # …so the (possibly stale) answer is not kept
-    assert cache.get("j1") is None
+    key = entry("j1")
+    cache.put(key, STATE, epoch)  # …so the (possibly stale) answer is not kept
+    assert cache.get(key) is None
 
 
 def test_invalidate_user_drops_all_their_entries_only():
     cache = RevocationCache()
     cache.clear(listening=True)
     alice, bob = uuid.uuid4(), uuid.uuid4()
-    for jti, user in (("a1", alice), ("a2", alice), ("b1", bob)):
-        cache.put(jti, user, STATE, cache.epoch)
+    a1, a2, b1 = entry("a1", alice), entry("a2", alice), entry("b1", bob)
+    for key in (a1, a2, b1):
+        cache.put(key, STATE, cache.epoch)
     cache.invalidate_user(alice)
-    assert cache.get("a1") is None and cache.get("a2") is None and cache.get("b1") == STATE
+    assert cache.get(a1) is None and cache.get(a2) is None and cache.get(b1) == STATE
 
 
 def test_cache_is_bounded_and_entries_expire():
     cache = RevocationCache(max_entries=3, ttl=0.05)
     cache.clear(listening=True)
-    for n in range(5):
-        cache.put(f"j{n}", uuid.uuid4(), STATE, cache.epoch)
-    assert len(cache) == 3 and cache.get("j0") is None and cache.get("j4") == STATE
+    keys = [entry(f"j{n}") for n in range(5)]
+    for key in keys:
+        cache.put(key, STATE, cache.epoch)
+    assert len(cache) == 3 and cache.get(keys[0]) is None and cache.get(keys[4]) == STATE
     time.sleep(0.06)
-    assert cache.get("j4") is None
+    assert cache.get(keys[4]) is None
 
 
 def test_losing_the_listener_empties_the_cache():
     cache = RevocationCache()
     cache.clear(listening=True)
-    cache.put("j1", uuid.uuid4(), STATE, cache.epoch)
+    key = entry("j1")
+    cache.put(key, STATE, cache.epoch)
     cache.clear(listening=False)
-    assert cache.get("j1") is None and len(cache) == 0
+    assert cache.get(key) is None and len(cache) == 0
+
+
+def test_an_entry_is_found_only_by_its_jti_user_and_session():
+    cache = RevocationCache()
+    cache.clear(listening=True)
+    key = entry("j1")
+    cache.put(key, STATE, cache.epoch)
+    assert cache.get(key) == STATE
+    assert cache.get(("j1", uuid.uuid4(), key[2])) is None  # another user
+    assert cache.get(("j1", key[1], uuid.uuid4())) is None  # another session
 
 
 # --- two workers of the service (two apps, one PostgreSQL database) ---------------------------
@@ -232,3 +251,34 @@ def test_a_lost_listener_falls_back_to_the_database(workers):
     while not second.cache.listening:
         assert time.monotonic() < deadline, "listener did not reconnect"
         time.sleep(0.02)
+
+
+def test_a_cached_state_serves_only_the_token_it_was_read_for(workers):
+    # Issue 9.11: the cache was found by jti alone, so a token re-signed with the key under a
+    # known jti but another sub or sid was judged by the other token's cached state.
+    import jwt
+
+    app = workers[0]
+    alice = signup_and_warm(workers, "alice@example.com")  # Alice's state is now cached
+    bob = app.test_client().post("/signup", json={"email": "bob@example.com", "password": PASSWORD, "name": "B"})
+    bob = bob.get_json()
+    claims = jwt.decode(alice["access_token"], options={"verify_signature": False})
+    alice_sid, bob_sid = claims["sid"], body_sid(bob)
+
+    def forged(**changes) -> str:
+        return jwt.encode({**claims, **changes}, app.config["JWT_SECRET_KEY"], algorithm="HS256")
+
+    for worker in workers:
+        # Bob's id on Alice's session: no such session of Bob's.
+        assert checks(worker, forged(sub=bob["user_id"])) == {"success": True, "valid": False, "reason": "revoked"}
+        # Alice on Bob's session, and on no session at all.
+        assert checks(worker, forged(sid=bob_sid))["valid"] is False
+        assert checks(worker, forged(sid=str(uuid.uuid4())))["valid"] is False
+        # A user that does not exist.
+        assert checks(worker, forged(sub=str(uuid.uuid4())))["valid"] is False
+        # Bob on Bob's session under Alice's jti: judged as Bob's, with Bob's identity.
+        as_bob = checks(worker, forged(sub=bob["user_id"], sid=bob_sid))
+        assert as_bob["valid"] is True and as_bob["email"] == "bob@example.com", as_bob
+        # Alice's own token is still answered from her own state.
+        answer = checks(worker, alice["access_token"])
+        assert answer["valid"] is True and answer["email"] == "alice@example.com" and answer["sid"] == alice_sid
