@@ -76,20 +76,6 @@ def _int(environ: Mapping[str, Any], name: str, default: int, *, minimum: int = 
     return value
 
 
-def _seconds(environ: Mapping[str, Any], name: str, default: float, *, minimum: float, maximum: float) -> float:
-    """Read a duration in seconds (fractions allowed) within bounds, or stop start-up with a clear message."""
-    raw = _text(environ, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw}")
-    return value
-
-
 def _bool(environ: Mapping[str, Any], name: str, default: bool) -> bool:
     """Read a true/false variable, or stop start-up with a clear message."""
     raw = _text(environ, name)
@@ -173,13 +159,10 @@ class BaseConfig:
         # seconds instead of holding every thread (docs/OPERATIONS.md, "When a dependency fails").
         self.DATABASE_STATEMENT_TIMEOUT = _int(env, "DATABASE_STATEMENT_TIMEOUT", 5, minimum=1, maximum=600)
         self.DATABASE_CONNECT_TIMEOUT = _int(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1, maximum=60)
-        self.DATABASE_POOL_TIMEOUT = _seconds(env, "DATABASE_POOL_TIMEOUT", 0.5, minimum=0.05, maximum=60)
-        # A request holds at most one connection. One connection fewer than gunicorn threads keeps a
-        # thread in reserve: with the database slow, the others hold their connections until the
-        # statement timeout, and the spare one turns every further database request into a 503
-        # after DATABASE_POOL_TIMEOUT while /health (which needs no connection) is answered at once.
+        self.DATABASE_POOL_TIMEOUT = _int(env, "DATABASE_POOL_TIMEOUT", 3, minimum=1, maximum=60)
+        # A request holds at most one connection, so one per gunicorn thread is enough.
         self.DATABASE_POOL_SIZE = _int(
-            env, "DATABASE_POOL_SIZE", max(1, _int(env, "GUNICORN_THREADS", 4, minimum=1) - 1), minimum=1
+            env, "DATABASE_POOL_SIZE", _int(env, "GUNICORN_THREADS", 4, minimum=1), minimum=1
         )
         self.DATABASE_MAX_OVERFLOW = _int(env, "DATABASE_MAX_OVERFLOW", 0, minimum=0)
         self.SQLALCHEMY_ENGINE_OPTIONS = self._engine_options(self.SQLALCHEMY_DATABASE_URI)

@@ -27,9 +27,7 @@ def test_the_warning_names_the_need_and_the_limit(database_url, backend, caplog)
     with caplog.at_level(logging.WARNING, logger="test.capacity"):
         need = check_connection_budget(settings, 4, logger)
         assert need == 4 * (5000 + (1 if backend == "postgresql" else 0))
-        assert (
-            check_connection_budget(config.TestingConfig({"DATABASE_URL": database_url}), 1, logger) == 3
-        )  # the default pool: 4 threads - 1
+        assert check_connection_budget(config.TestingConfig({"DATABASE_URL": database_url}), 1, logger) == 4
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1, warnings
     assert f"may open {need} database connections" in warnings[0]

@@ -136,10 +136,9 @@ def test_health_stays_fast_while_the_users_table_is_locked(tmp_path, request):
                 worker.join()
         finally:
             lock.release()
-        # Each worker keeps a thread in reserve (DATABASE_POOL_SIZE = threads - 1): a request that
-        # cannot get a connection answers 503 within DATABASE_POOL_TIMEOUT (0.5 s), so a probe waits
-        # at most that behind it. Before the bounds, a probe waited for the whole lock: 40 s.
-        assert len(probes) >= 5 and max(probes) < 0.8, probes
+        # A probe that lands on a worker whose threads are all in a (bounded) wait waits for one;
+        # gthread queues it (docs/OPERATIONS.md). Before the bound, that was the whole lock: 40 s.
+        assert len(probes) >= 5 and max(probes) < BOUND + 0.5, probes
         assert sorted(probes)[len(probes) * 3 // 4] < 0.2, probes
         assert len(results) == 6
         for path, status, retry_after, answer, elapsed in results:
