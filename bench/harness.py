@@ -177,6 +177,10 @@ class Harness:
             RATELIMIT_LOGIN=UNREACHABLE_LIMIT,
             RATELIMIT_REFRESH=UNREACHABLE_LIMIT,
             RATELIMIT_CHECKTOKEN=UNREACHABLE_LIMIT,
+            # As deployed (compose, Kubernetes): two workers share their per-IP limits through Redis,
+            # which production requires with more than one worker (config.check_serving).
+            REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            RATELIMIT_KEY_PREFIX=f"bench{secrets.token_hex(4)}",
         )
         return env
 

@@ -204,7 +204,7 @@ def test_json_nested_up_to_the_limit_is_judged_by_the_schema(client):
 
 
 INTERNATIONAL_EMAILS = [
-    "yıldız@example.com",  # dotless i: outside latin-1
+    "ışık@example.com",  # dotless i: outside latin-1
     "пользователь@пример.рф",  # Cyrillic, local part and domain
     "ｆｕｌｌ@ｅｘａｍｐｌｅ.com",  # fullwidth
     "ü@bücher.de",  # inside latin-1, still not ASCII

@@ -57,17 +57,18 @@ def login(
     """
     user = find_by_identifier(email=email, username=username)
     subject = credentials.subject(user, email or users.username_key(username) or (username or "").lower())
+    verified_hash = user.password_hash if user is not None else None
     try:
         throttle.begin_attempt(subject)
     except throttle.TooManyAttempts:
         audit.record_now("login_throttled", target_id=user.id if user is not None else None)
         raise
+    credentials.release_connection()
     if user is None:
         passwords.burn_verification(password)
         # What was typed is not recorded: a mistyped identifier is often a password.
         audit.record_now("login_failed", reason="unknown_account")
         raise InvalidCredentials()
-    verified_hash = user.password_hash
     matches, needs_rehash = passwords.verify_password(verified_hash, password)
     if not matches:
         audit.record_now("login_failed", target_id=user.id, reason="wrong_password")

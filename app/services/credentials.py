@@ -64,12 +64,25 @@ def require_password(user: User, password: str) -> None:
     Raises TooManyAttempts while the account waits.
     """
     key = subject(user, "")
+    stored = user.password_hash
     throttle.begin_attempt(key)
-    matches, _ = passwords.verify_password(user.password_hash, password)
+    release_connection()
+    matches, _ = passwords.verify_password(stored, password)
     if not matches:
         audit.record_now("reauthentication_failed", actor_id=user.id, target_id=user.id)
         raise InvalidCredentials("The current password is incorrect.")
     throttle.record_success(key)
+
+
+def release_connection() -> None:
+    """End the read-only transaction so no pooled connection is held while a hash is computed.
+
+    A hash takes ~20 ms and queues behind the others on the worker's hashing thread; a request
+    holding its connection meanwhile would starve the pool (one connection fewer than threads,
+    waits of at most DATABASE_POOL_TIMEOUT) and turn a burst of logins into 503s. Call it only
+    when nothing is pending: loaded objects are expired and reload on their next use.
+    """
+    db.session.commit()
 
 
 def lock(user: User) -> None:

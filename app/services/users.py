@@ -93,6 +93,9 @@ def new_user(
     Raises ValidationFailed, UsernameReserved, EmailTaken, UsernameTaken.
     """
     passwords.check_policy(password, email=email, username=username)
+    # Hashed before the first query, so no pooled connection waits on the hash (a burst of
+    # signups would otherwise exhaust the pool: credentials.release_connection).
+    password_hash = passwords.hash_password(password)
     ensure_available(email=email, username=username)
     if not may_reserve:
         ensure_not_reserved(username)
@@ -102,7 +105,7 @@ def new_user(
         username=username,
         username_key=username_key(username),
         name=name,
-        password_hash=passwords.hash_password(password),
+        password_hash=password_hash,
         role=role,
         is_active=is_active,
         email_verified=False,
