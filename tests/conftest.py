@@ -181,3 +181,19 @@ def user(auth):
 def admin(auth):
     """A signed-in admin: the login body."""
     return auth.make_admin()
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd, plain, loopback) for the test; stopped after it."""
+    from tests.smtp import SMTPServer
+
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_app(make_app, smtp_server):
+    """An app on this backend's database whose mail goes to `smtp_server`."""
+    return make_app(MAIL_URL=smtp_server.url())
