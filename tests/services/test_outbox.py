@@ -253,3 +253,18 @@ def test_the_worker_process_delivers_and_stops_or_dies(database_url, smtp_server
         db.session.commit()
         db.engine.dispose()
     assert statuses == ["sent"]
+
+
+def test_in_process_delivery_starts_with_the_first_request_only_when_asked(app, client, make_app, smtp_server):
+    client.get("/health")
+    assert "outbox_thread" not in app.extensions  # the suite's apps never start it
+    dev = make_app(MAIL_URL=smtp_server.url(), OUTBOX_IN_PROCESS="true", OUTBOX_POLL_INTERVAL_MS=50)
+    queue(dev)
+    dev.test_client().get("/health")
+    thread, stop = dev.extensions["outbox_thread"]
+    try:
+        assert smtp_server.inbox.wait(1, timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
