@@ -17,6 +17,8 @@ INSTANCE_DIR = BASE_DIR / "instance"
 # Values that appear in examples and tutorials; a production secret equal to or built on one
 # of these is refused (ASVS 13.3.1 / 6.4: no default or placeholder secrets).
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "example", "placeholder", "secret-key", "your-")
+# MAIL_URL: console (development: mails written to the log), or an SMTP server (app/services/mail.py).
+MAIL_SCHEMES = ("console", "smtp", "smtps", "smtp+plain")
 MAX_LEEWAY_SECONDS = 60  # RFC 8725 3.10 / ASVS: clock skew tolerance stays small
 # An origin as browsers send it (RFC 6454 6.1): scheme://host[:port], no path, query or wildcard.
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[a-z0-9-]+(\.[a-z0-9-]+)*)(:[0-9]{1,5})?", re.IGNORECASE)
@@ -95,6 +97,16 @@ def _choice(environ: Mapping[str, Any], name: str, default: str, allowed: tuple[
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def _absolute_url(name: str, url: str) -> str:
+    """An absolute http(s) URL with a host, without a trailing slash; else ConfigError."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {url!r}")
+    return url.rstrip("/")
 
 
 def _list(environ: Mapping[str, Any], name: str) -> list[str]:
@@ -229,6 +241,7 @@ class BaseConfig:
         self.LOGIN_MAX_DELAY = _int(env, "LOGIN_MAX_DELAY", 900, minimum=1, maximum=86400)
         self.LOGIN_FAILURE_WINDOW = _int(env, "LOGIN_FAILURE_WINDOW", 86400, minimum=60)
         self.MAX_CONTENT_LENGTH = _int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024)
+        self._mail_settings(env)
 
         self.PASSWORD_MIN_LENGTH = _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=8, maximum=64)
         # ASVS 2.1.2: at least 64 allowed, more than 128 refused; NIST 800-63B: at least 64.
@@ -272,6 +285,63 @@ class BaseConfig:
         # /docs is served by app/api/docs.py from the pinned swagger-ui-bundle package, not by
         # flask-smorest from a CDN: so OPENAPI_SWAGGER_UI_PATH stays unset.
         self.validate()
+
+    # Mail (app/services/mail.py, app/services/outbox.py); API.md "Mail".
+    DEFAULT_MAIL_URL: str | None = "console"
+    DEFAULT_OUTBOX_IN_PROCESS = False
+
+    def _mail_settings(self, env: Mapping[str, Any]) -> None:
+        """Where mail goes, what its links point at, and how the outbox delivers it."""
+        self.MAIL_URL = _text(env, "MAIL_URL", self.DEFAULT_MAIL_URL)
+        if self.MAIL_URL == "none":  # no mail, as when unset in production
+            self.MAIL_URL = None
+        if self.MAIL_URL is not None and self.MAIL_URL.split("://", 1)[0] not in MAIL_SCHEMES:
+            schemes = ", ".join(f"{scheme}://" for scheme in MAIL_SCHEMES[1:])
+            raise ConfigError(f"MAIL_URL must be console or start with {schemes}")
+        self.MAIL_FROM = _text(env, "MAIL_FROM", "no-reply@localhost")
+        self.MAIL_TIMEOUT = _int(env, "MAIL_TIMEOUT", 10, minimum=1, maximum=300)
+        # A CA bundle for an SMTP server whose certificate a private CA signed.
+        self.MAIL_TLS_CA_FILE = _text(env, "MAIL_TLS_CA_FILE")
+        self.MAIL_TEMPLATES_DIR = _text(env, "MAIL_TEMPLATES_DIR")
+        self.FRONTEND_URL = self._frontend_url(env)
+        self.PASSWORD_RESET_URL = self._link_template(env, "PASSWORD_RESET_URL", "/reset-password?token={token}")
+        self.EMAIL_VERIFY_URL = self._link_template(env, "EMAIL_VERIFY_URL", "/verify-email?token={token}")
+        self.EMAIL_VERIFICATION = _choice(env, "EMAIL_VERIFICATION", "optional", ("off", "optional", "required"))
+        # OWASP Forgot Password Cheat Sheet: reset links expire soon; NIST 800-63B 6.1.2.3 (recovery).
+        self.PASSWORD_RESET_TOKEN_EXPIRES = _int(env, "PASSWORD_RESET_TOKEN_EXPIRES", 3600, minimum=60, maximum=86400)
+        self.EMAIL_VERIFY_TOKEN_EXPIRES = _int(env, "EMAIL_VERIFY_TOKEN_EXPIRES", 86400, minimum=60, maximum=604800)
+        # Per-IP limits of the mail endpoints, and the per-address (per-account) budget of mails asked for.
+        self.RATELIMIT_PASSWORD_FORGOT = _text(env, "RATELIMIT_PASSWORD_FORGOT", "20/minute;200/hour")
+        self.RATELIMIT_PASSWORD_RESET = _text(env, "RATELIMIT_PASSWORD_RESET", "30/minute;300/hour")
+        self.RATELIMIT_EMAIL_VERIFY = _text(env, "RATELIMIT_EMAIL_VERIFY", "30/minute;300/hour")
+        self.RATELIMIT_MAIL_PER_ADDRESS = _text(env, "RATELIMIT_MAIL_PER_ADDRESS", "5/hour;20/day")
+        # The delivery worker (flask outbox run).
+        self.OUTBOX_IN_PROCESS = _bool(env, "OUTBOX_IN_PROCESS", self.DEFAULT_OUTBOX_IN_PROCESS)
+        self.OUTBOX_MAX_ATTEMPTS = _int(env, "OUTBOX_MAX_ATTEMPTS", 10, minimum=1, maximum=100)
+        self.OUTBOX_RETRY_DELAY = _int(env, "OUTBOX_RETRY_DELAY", 30, minimum=1, maximum=3600)
+        self.OUTBOX_RETRY_MAX_DELAY = _int(env, "OUTBOX_RETRY_MAX_DELAY", 3600, minimum=1, maximum=86400)
+        self.OUTBOX_LEASE = _int(env, "OUTBOX_LEASE", 300, minimum=1, maximum=86400)
+        self.OUTBOX_BATCH_SIZE = _int(env, "OUTBOX_BATCH_SIZE", 10, minimum=1, maximum=1000)
+        self.OUTBOX_POLL_INTERVAL = float(_int(env, "OUTBOX_POLL_INTERVAL_MS", 1000, minimum=10, maximum=60000)) / 1000
+
+    def _frontend_url(self, env: Mapping[str, Any]) -> str | None:
+        """The base of the links in mails: an absolute http(s) URL without a trailing slash."""
+        url = _text(env, "FRONTEND_URL", "https://localhost:8443")
+        return _absolute_url("FRONTEND_URL", url) if url is not None else None
+
+    def _link_template(self, env: Mapping[str, Any], name: str, path: str) -> str | None:
+        """A link template with {token}; {FRONTEND_URL} in it is filled in now."""
+        default = f"{self.FRONTEND_URL}{path}" if self.FRONTEND_URL else None
+        template = _text(env, name, default)
+        if template is None:
+            return None
+        template = template.replace("{FRONTEND_URL}", self.FRONTEND_URL or "")
+        if "{token}" not in template:
+            raise ConfigError(f"{name} must contain {{token}}, got {template!r}")
+        # Links come from configuration only, never from a request's Host header (OWASP Forgot
+        # Password Cheat Sheet: host header injection poisons reset links).
+        _absolute_url(name, template.replace("{token}", "t"))
+        return template
 
     def _database_url(self, env: Mapping[str, Any]) -> str:
         """The database URL, normalized to a pinned driver."""
@@ -331,6 +401,8 @@ class DevelopmentConfig(BaseConfig):
 
     APP_ENV = "development"
     DEFAULT_LOG_FORMAT = "text"
+    # `make run` delivers mail in-process (app/services/outbox.py, start_in_process).
+    DEFAULT_OUTBOX_IN_PROCESS = True
 
 
 class TestingConfig(BaseConfig):
@@ -361,12 +433,26 @@ class ProductionConfig(BaseConfig):
 
     APP_ENV = "production"
     DEFAULT_METRICS_PUBLIC = False
+    # Unset: the endpoints that must send mail answer 503 mail_unavailable (API.md).
+    DEFAULT_MAIL_URL = None
+
+    def _frontend_url(self, env: Mapping[str, Any]) -> str | None:
+        """No default: links in real mails must point at the real frontend."""
+        url = _text(env, "FRONTEND_URL")
+        return _absolute_url("FRONTEND_URL", url) if url is not None else None
 
     def validate(self) -> None:
-        """Also refuse an example METRICS_TOKEN, like an example signing secret (ASVS 6.4)."""
+        """Refuse an example METRICS_TOKEN (ASVS 6.4), and mail settings that would leak tokens or lose links."""
         super().validate()
         if self.METRICS_TOKEN is not None and is_placeholder(self.METRICS_TOKEN):
             raise ConfigError("METRICS_TOKEN looks like a placeholder; generate one (make secret)")
+        if self.MAIL_URL == "console":
+            # ASVS 7.1.1 / 2.5.x: reset and verification links are credentials; never in the log.
+            raise ConfigError("MAIL_URL=console writes reset links to the log; use an SMTP server in production")
+        if self.MAIL_URL is not None and self.FRONTEND_URL is None:
+            raise ConfigError("FRONTEND_URL is required when MAIL_URL is set (the links in mails point there)")
+        if self.MAIL_URL is None and self.EMAIL_VERIFICATION == "required":
+            raise ConfigError("EMAIL_VERIFICATION=required needs MAIL_URL: nobody could ever verify")
 
     def _database_url(self, env: Mapping[str, Any]) -> str:
         """DATABASE_URL is required: a production service never invents its own database."""

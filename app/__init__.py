@@ -31,6 +31,7 @@ def create_app(config: BaseConfig | Mapping[str, Any] | None = None, *, migratio
     register_hooks(app)
     register_commands(app)
     register_middleware(app)
+    register_outbox(app)
     if migrations if migrations is not None else click.get_current_context(silent=True) is not None:
         register_migrations(app)
     return app
@@ -43,6 +44,21 @@ def register_migrations(app: Flask) -> None:
     from app.extensions import db
 
     Migrate().init_app(app, db, directory=app.config["MIGRATIONS_DIR"], render_as_batch=True, compare_type=True)
+
+
+def register_outbox(app: Flask) -> None:
+    """OUTBOX_IN_PROCESS (development's default): deliver the outbox on a thread, from the first request on.
+
+    Production runs `flask outbox run` instead; the test suite never starts it unless asked.
+    """
+    if not app.config["OUTBOX_IN_PROCESS"]:
+        return
+    from app.services import outbox
+
+    @app.before_request
+    def _start_outbox() -> None:
+        if "outbox_thread" not in app.extensions:
+            outbox.start_in_process(app)
 
 
 def register_middleware(app: Flask) -> None:

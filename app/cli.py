@@ -1,4 +1,4 @@
-"""flask commands: create-admin, purge-tokens, dev-cert."""
+"""flask commands: create-admin, purge-tokens, purge-audit, keys, outbox, dev-cert."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, keys, throttle, tokens, users
+from app.services import audit, keys, outbox, recovery, throttle, tokens, users
 
 
 class AdminInput(Schema):
@@ -59,8 +59,11 @@ def purge_tokens() -> None:
     """Delete revocation records and sessions whose tokens have expired anyway, and stale throttle counts."""
     revoked, sessions = tokens.purge_expired()
     counts = throttle.purge_expired()
+    mailed = recovery.purge_expired()
+    sent = outbox.purge_sent()
     click.echo(
-        f"Purged {revoked} revocation record(s), {sessions} expired session(s) and {counts} stale throttle count(s)."
+        f"Purged {revoked} revocation record(s), {sessions} expired session(s), {counts} stale throttle count(s),"
+        f" {mailed} expired mailed token(s) and {sent} delivered outbox message(s)."
     )
 
 
@@ -133,6 +136,70 @@ def keys_list() -> None:
         click.echo(f"{entry['kid']}  created {entry['created_at']}  {state}")
 
 
+@click.group("outbox")
+def outbox_group() -> None:
+    """Deliver the outbox (mail) and look after it."""
+
+
+@outbox_group.command("run")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=0,
+    envvar="OUTBOX_METRICS_PORT",
+    show_default=True,
+    help="Serve Prometheus metrics on this port (0: off).",
+)
+@with_appcontext
+def outbox_run(once: bool, metrics_port: int) -> None:
+    """Deliver outbox messages until SIGTERM or SIGINT (several workers may run at once)."""
+    import signal
+    import threading
+
+    app = current_app._get_current_object()
+    if once:
+        with app.app_context():
+            while outbox.run_once():
+                pass
+        return
+    if metrics_port:
+        from prometheus_client import REGISTRY, start_http_server
+
+        REGISTRY.register(outbox.BacklogCollector(app))
+        start_http_server(metrics_port)
+    stop = threading.Event()
+
+    def _stop(signum, _frame) -> None:
+        """Finish the message in hand, give back the rest of the batch, exit."""
+        app.logger.info("outbox worker: %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo("outbox worker: delivering (SIGTERM stops)", err=True)
+    outbox.run(app, stop)
+    click.echo("outbox worker: stopped", err=True)
+
+
+@outbox_group.command("status")
+@with_appcontext
+def outbox_status() -> None:
+    """Show the backlog: pending, dead, delivered, and the age of the oldest pending message."""
+    backlog = outbox.status()
+    age = f"{backlog.oldest_pending_age:.0f}s" if backlog.oldest_pending_age is not None else "-"
+    click.echo(f"pending {backlog.pending}  dead {backlog.dead}  sent {backlog.sent}  oldest pending {age}")
+
+
+@outbox_group.command("retry")
+@click.option("--id", "message_id", type=int, default=None, help="Only this message (default: every dead one).")
+@with_appcontext
+def outbox_retry(message_id: int | None) -> None:
+    """Make dead messages pending again, with a fresh count of attempts."""
+    count = outbox.retry_dead(message_id=message_id)
+    click.echo(f"{count} dead message(s) pending again.")
+
+
 @click.command("dev-cert")
 @click.option("--out", "out_dir", default="instance/certs", show_default=True, help="Folder for cert.pem and key.pem.")
 @click.option("--force", is_flag=True, help="Replace an existing certificate.")
@@ -186,5 +253,5 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    for command in (create_admin, purge_tokens, purge_audit, keys_group, dev_cert):
+    for command in (create_admin, purge_tokens, purge_audit, keys_group, outbox_group, dev_cert):
         app.cli.add_command(command)

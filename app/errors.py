@@ -178,6 +178,41 @@ class ServiceUnavailable(AppError):
         super().__init__(detail, code=code, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
+class MailUnavailable(ServiceUnavailable):
+    """No mail transport is configured (MAIL_URL unset), so the mail this needs cannot be sent."""
+
+    code = "mail_unavailable"
+    detail = "This service cannot send mail now."
+
+
+class InvalidResetToken(BadRequest):
+    """A password reset token that is unknown, used, expired, or issued under an older password."""
+
+    code = "invalid_reset_token"
+    detail = "The reset link is invalid or has expired; ask for a new one."
+
+
+class InvalidVerificationToken(BadRequest):
+    """A verification token that is unknown, used, expired, or for another address."""
+
+    code = "invalid_verification_token"
+    detail = "The verification link is invalid or has expired; ask for a new one."
+
+
+class AlreadyVerified(Conflict):
+    """The address is verified already."""
+
+    code = "already_verified"
+    detail = "This email address is already verified."
+
+
+class EmailNotVerified(Forbidden):
+    """EMAIL_VERIFICATION=required and the account's address is not verified yet."""
+
+    code = "email_not_verified"
+    detail = "Verify your email address first; the link is in the mail we sent."
+
+
 # Werkzeug's HTTP errors mapped to stable codes.
 HTTP_CODES = {
     400: "bad_request",

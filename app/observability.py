@@ -155,6 +155,11 @@ def metrics_response() -> Response:
         payload = generate_latest(registry)
     else:
         payload = generate_latest()
+    from flask import current_app
+
+    from app.services import outbox  # the mail backlog, read from the database at scrape time
+
+    payload += outbox.backlog_exposition(current_app._get_current_object())
     return Response(payload, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 

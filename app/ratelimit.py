@@ -41,6 +41,11 @@ LIMITED_ENDPOINTS = {
     "auth.login": ("RATELIMIT_LOGIN", None),
     "auth.signup": ("RATELIMIT_SIGNUP", "RATELIMIT_SIGNUP_FAILURES"),
     "auth.refresh": ("RATELIMIT_REFRESH", "RATELIMIT_REFRESH_FAILURES"),
+    # Mail endpoints: a ceiling per IP; the per-address budget of mails is mail_address_limit below.
+    "recovery.forgot_password": ("RATELIMIT_PASSWORD_FORGOT", None),
+    "recovery.reset_password": ("RATELIMIT_PASSWORD_RESET", None),
+    "recovery.verify_email": ("RATELIMIT_EMAIL_VERIFY", None),
+    "recovery.send_verification": ("RATELIMIT_PASSWORD_FORGOT", None),
 }
 # Every endpoint that checks a password spends one per-IP failure budget (RATELIMIT_LOGIN_FAILURES):
 # a stolen access token must not turn /me/password or DELETE /me into a faster password oracle
@@ -153,6 +158,15 @@ def init_rate_limits(app: Flask) -> Limiter:
         config["RATELIMIT_CHECKTOKEN"],
         storage_uri=config["RATELIMIT_STORAGE_URI"],
         storage_options=config["RATELIMIT_STORAGE_OPTIONS"],
+        prefix=config["RATELIMIT_KEY_PREFIX"],
+        enabled=config["RATELIMIT_ENABLED"],
+    )
+    # Mails asked for one address (/password/forgot) or one account (/me/email/verify, a new
+    # email): so nobody can flood a mailbox through the service (OWASP Forgot Password Cheat Sheet).
+    app.extensions["mail_address_limit"] = AddressLimit(
+        "mail-address",
+        config["RATELIMIT_MAIL_PER_ADDRESS"],
+        storage_uri=config["RATELIMIT_STORAGE_URI"],
         prefix=config["RATELIMIT_KEY_PREFIX"],
         enabled=config["RATELIMIT_ENABLED"],
     )

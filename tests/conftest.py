@@ -15,7 +15,7 @@ from sqlalchemy import delete
 
 from app import create_app
 from app.extensions import db
-from app.models import AuditEvent, LoginThrottle, RevokedToken, Session, User
+from app.models import AccountToken, AuditEvent, LoginThrottle, OutboxMessage, RevokedToken, Session, User
 from tests.databases import BACKENDS, IN_CI, selected_backends
 
 PASSWORD = "correct horse battery staple"
@@ -86,7 +86,7 @@ def app(base_app):
     yield base_app
     with base_app.app_context():
         db.session.remove()
-        for model in (AuditEvent, LoginThrottle, RevokedToken, Session, User):
+        for model in (AuditEvent, LoginThrottle, OutboxMessage, AccountToken, RevokedToken, Session, User):
             db.session.execute(delete(model))
         db.session.commit()
 
@@ -181,3 +181,19 @@ def user(auth):
 def admin(auth):
     """A signed-in admin: the login body."""
     return auth.make_admin()
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd, plain, loopback) for the test; stopped after it."""
+    from tests.smtp import SMTPServer
+
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_app(make_app, smtp_server):
+    """An app on this backend's database whose mail goes to `smtp_server`."""
+    return make_app(MAIL_URL=smtp_server.url())

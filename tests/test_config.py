@@ -303,3 +303,49 @@ def test_reserved_usernames_default_list():
 @pytest.mark.parametrize(("raw", "expected"), [("staff, boss ,", ["staff", "boss"]), ("", [])])
 def test_reserved_usernames_parsed_as_a_list(raw, expected):
     assert get_config({"APP_ENV": "testing", "RESERVED_USERNAMES": raw}).RESERVED_USERNAMES == expected
+
+
+def _production(**extra):
+    from config import get_config
+
+    return get_config({"APP_ENV": "production", "DATABASE_URL": "sqlite://", "JWT_SECRET_KEY": "k" * 48, **extra})
+
+
+def test_production_without_mail_url_has_no_mail():
+    config = _production()
+    assert config.MAIL_URL is None and config.FRONTEND_URL is None
+
+
+def test_production_with_mail_needs_frontend_url():
+    import pytest
+
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="FRONTEND_URL"):
+        _production(MAIL_URL="smtp://u:p@mail.example.com:587")
+    config = _production(MAIL_URL="smtp://u:p@mail.example.com:587", FRONTEND_URL="https://app.example.com/")
+    assert config.EMAIL_VERIFY_URL == "https://app.example.com/verify-email?token={token}"
+
+
+def test_production_refuses_console_mail_and_required_verification_without_mail():
+    import pytest
+
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="console"):
+        _production(MAIL_URL="console", FRONTEND_URL="https://app.example.com")
+    with pytest.raises(ConfigError, match="EMAIL_VERIFICATION"):
+        _production(EMAIL_VERIFICATION="required")
+
+
+def test_mail_settings_are_checked():
+    import pytest
+
+    from config import ConfigError, get_config
+
+    for bad in ({"MAIL_URL": "ftp://x"}, {"PASSWORD_RESET_URL": "https://x/reset"}, {"FRONTEND_URL": "localhost"}):
+        with pytest.raises(ConfigError):
+            get_config({"APP_ENV": "testing", **bad})
+    config = get_config({"APP_ENV": "development", "INSTANCE_DIR": "/tmp/auth-config-test"})
+    assert (config.MAIL_URL, config.OUTBOX_IN_PROCESS, config.EMAIL_VERIFICATION) == ("console", True, "optional")
+    assert get_config({"APP_ENV": "testing"}).OUTBOX_IN_PROCESS is False

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import audit, auth, docs, me, meta, users
+from app.api import audit, auth, docs, me, meta, recovery, users
 from app.api.base import Api, ProblemResponses, ServerRelativePaths
 
-BLUEPRINTS = (auth.blp, me.blp, users.blp, audit.blp, meta.blp)
+BLUEPRINTS = (auth.blp, me.blp, recovery.blp, users.blp, audit.blp, meta.blp)
 API_DESCRIPTION = """Accounts and JWTs.
 
 * Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;
@@ -27,6 +27,13 @@ API_DESCRIPTION = """Accounts and JWTs.
   An admin password reset or a deactivation voids every token of the account.
 * A wrong password on `POST /me/password` or `DELETE /me` is 401 invalid_credentials.
 * A user editing their own record via `PATCH /users/{id}` with role, is_active or password gets 403.
+* Password recovery: `POST /password/forgot` answers 202 alike for every address (an active account
+  gets a reset link); `POST /password/reset` spends the token once, revokes every session and voids
+  every earlier token. Links work once, expire, and die with a password change or a newer mail.
+* With mail configured, `PATCH /me` with a new `email` leaves `email` as it is and sets `pending_email`
+  until the link mailed to the new address is followed (`POST /email/verify`); without mail (503
+  `mail_unavailable` from the endpoints that must send one) the change is immediate and unverified.
+* `EMAIL_VERIFICATION=required`: a login before the address is verified is 403 email_not_verified.
 * User and session ids are UUIDs; a malformed id is a 404 like an unknown one.
 """
 

@@ -83,7 +83,9 @@ class ProblemResponses(BasePlugin):
     document (the shared responses registered by Api below).
     """
 
-    RATE_LIMITED = frozenset({"/login", "/signup", "/refresh", "/checkToken"})
+    RATE_LIMITED = frozenset(
+        {"/login", "/signup", "/refresh", "/checkToken", "/password/forgot", "/password/reset", "/email/verify"}
+    )
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         """Add the shared error responses to each operation of `path`."""

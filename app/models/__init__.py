@@ -1,10 +1,24 @@
 """The SQLAlchemy models; importing this package registers every table on the metadata."""
 
+from app.models.account_token import AccountToken
 from app.models.audit import AuditEvent
 from app.models.base import Base, UTCDateTime, utcnow
+from app.models.outbox import OutboxMessage
 from app.models.revocation import RevokedToken
 from app.models.session import Session
 from app.models.throttle import LoginThrottle
 from app.models.user import ROLES, User
 
-__all__ = ["ROLES", "AuditEvent", "Base", "LoginThrottle", "RevokedToken", "Session", "UTCDateTime", "User", "utcnow"]
+__all__ = [
+    "ROLES",
+    "AccountToken",
+    "AuditEvent",
+    "OutboxMessage",
+    "Base",
+    "LoginThrottle",
+    "RevokedToken",
+    "Session",
+    "UTCDateTime",
+    "User",
+    "utcnow",
+]

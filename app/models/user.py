@@ -31,6 +31,8 @@ class User(UserMixin, Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A new address asked for through PATCH /me, until its confirmation link is followed.
+    pending_email: Mapped[str | None] = mapped_column(String(254))
     # Tokens issued before this instant are void (password reset by an admin, deactivation).
     tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -44,6 +46,11 @@ class User(UserMixin, Base):
     def roles(self) -> list[str]:
         """The roles claim: a user has exactly one role."""
         return [self.role]
+
+    @property
+    def mfa_enabled(self) -> bool:
+        """Whether a second factor is on: never, until MFA exists (API.md "Second factor")."""
+        return False
 
     def __repr__(self) -> str:
         """Never include the password hash."""

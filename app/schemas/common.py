@@ -33,6 +33,10 @@ class UserSchema(Schema):
     role = fields.String(metadata={"enum": ["user", "admin"]})
     is_active = fields.Boolean()
     email_verified = fields.Boolean()
+    pending_email = fields.String(
+        allow_none=True, metadata={"description": "A new address waiting for its confirmation link, else null"}
+    )
+    mfa_enabled = fields.Boolean(metadata={"description": "Whether a second factor is on"})
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 
-from app.errors import AccountDisabled, InvalidCredentials, NotFound
+from app.errors import AccountDisabled, EmailNotVerified, InvalidCredentials, NotFound
 from app.extensions import db
 from app.models import Session, User, utcnow
-from app.services import audit, credentials, passwords, throttle, tokens, users
+from app.services import audit, credentials, passwords, recovery, throttle, tokens, users
 
 
 def signup(
@@ -28,6 +29,7 @@ def signup(
     users.commit_or_conflict(flush_only=True)  # the user row must exist before its session's
     pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
     audit.record("signup", actor_id=user.id, target_id=user.id)
+    recovery.on_signup(user)
     users.commit_or_conflict()
     return user, pair
 
@@ -50,7 +52,9 @@ def login(
     user_agent: str | None = None,
     ip: str | None = None,
 ) -> tuple[User, tokens.TokenPair]:
-    """Check credentials and open a session. Raises InvalidCredentials, AccountDisabled, TooManyAttempts.
+    """Check credentials and open a session.
+
+    Raises InvalidCredentials, AccountDisabled, EmailNotVerified (EMAIL_VERIFICATION=required), TooManyAttempts.
 
     An unknown account costs one hash verification too, and both failures give the same
     error, so neither the answer nor its timing tells whether the account exists (ASVS 2.2.x).
@@ -77,6 +81,10 @@ def login(
     if not user.is_active:
         audit.record_now("login_failed", target_id=user.id, reason="account_disabled")
         raise AccountDisabled()
+    if current_app.config["EMAIL_VERIFICATION"] == "required" and not user.email_verified:
+        # Told only to whoever knows the password, like account_disabled.
+        audit.record_now("login_failed", target_id=user.id, reason="email_not_verified")
+        raise EmailNotVerified()
     needs_rehash = credentials.hold(user, verified_hash, password, needs_rehash)
     if needs_rehash:
         user.password_hash = passwords.hash_password(password)
@@ -99,15 +107,17 @@ def change_password(user: User, *, current_sid: uuid.UUID, current_password: str
     user.password_hash = new_hash
     revoked = tokens.revoke_sessions(user.id, Session.id != current_sid)
     audit.record("password_changed", actor_id=user.id, target_id=user.id, sessions_revoked=revoked)
+    recovery.notify_password_changed(user, how="changed")
     db.session.commit()
 
 
 def update_me(user: User, changes: dict[str, Any]) -> User:
-    """Change one's own name, email or username. Raises UsernameReserved, EmailTaken, UsernameTaken.
+    """Change one's own name, email or username; a new email waits for its confirmation when mail works.
 
     An admin may take a reserved name here too: PATCH /users/{own id} would allow it anyway.
+    Raises UsernameReserved, EmailTaken, UsernameTaken, RateLimited.
     """
-    return users.apply_update(user, changes, actor_id=user.id, may_reserve=user.role == "admin")
+    return users.update_own(user, changes)
 
 
 def delete_me(user: User, *, password: str) -> None:

@@ -38,6 +38,12 @@ EVENTS = (
     "session_revoked",
     "admin_created",
     "admin_promoted",
+    "password_reset_requested",
+    "password_reset_completed",
+    "email_verification_sent",
+    "email_verified",
+    "email_change_requested",
+    "email_changed",
 )
 
 _origin: ContextVar[tuple[str | None, str | None]] = ContextVar("audit_origin", default=(None, None))

@@ -23,7 +23,7 @@ from app.errors import (
 from app.extensions import db
 from app.models import RevokedToken, Session, User
 from app.schemas import fields
-from app.services import audit, credentials, passwords, revocations, tokens
+from app.services import audit, credentials, passwords, recovery, revocations, tokens
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
@@ -213,6 +213,7 @@ def apply_update(
         ensure_available(email=changes["email"], username=None, exclude=target.id)
         target.email = changes["email"]
         target.email_verified = False
+        target.pending_email = None
     if "username" in changes and changes["username"] != target.username:
         if username_key(changes["username"]) != target.username_key:
             ensure_available(email=None, username=changes["username"], exclude=target.id)
@@ -238,6 +239,7 @@ def apply_update(
         target.password_hash = new_hash
         tokens.void_all_tokens(target)  # an admin reset ends every session of the account
         audit.record("password_reset", actor_id=actor_id, target_id=target.id)
+        recovery.notify_password_changed(target, how="reset by an administrator")
     if "is_active" in changes and changes["is_active"] != target.is_active:
         if not changes["is_active"]:
             credentials.lock(target)
@@ -248,6 +250,17 @@ def apply_update(
         audit.record(event, actor_id=actor_id, target_id=target.id)
     commit_or_conflict()
     return target
+
+
+def update_own(user: User, changes: dict[str, Any]) -> User:
+    """A user changing their own profile (PATCH /me, or PATCH /users/{own id}).
+
+    With mail, a new email is confirmed first (app/services/recovery.py); whichever path asks,
+    the rule is the same. Raises EmailTaken, UsernameTaken, RateLimited.
+    """
+    if "email" in changes and recovery.request_email_change(user, changes["email"], actor_id=user.id):
+        changes = {key: value for key, value in changes.items() if key != "email"}
+    return apply_update(user, changes, actor_id=user.id, may_reserve=user.role == "admin")
 
 
 def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User:
@@ -264,6 +277,8 @@ def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User
             "Change your own password with POST /me/password.",
             errors={"password": ["Change your own password with POST /me/password (it needs the current one)."]},
         )
+    if target.id == actor.id:
+        return update_own(target, changes)
     return apply_update(target, changes, actor_id=actor.id, may_reserve=actor.role == "admin")
 
 
@@ -318,6 +333,8 @@ def create_or_promote_admin(*, email: str, password: str | None, name: str | Non
         if not password:
             raise ValueError("a password is required to create a new admin")
         user = new_user(email=email, password=password, name=name or email.split("@")[0], role="admin")
+        # The operator vouches for the address: EMAIL_VERIFICATION=required must not lock them out.
+        user.email_verified = True
         audit.record("admin_created", target_id=user.id, via="cli")
         commit_or_conflict()
         return user, True

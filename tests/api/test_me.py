@@ -9,7 +9,7 @@ import pytest
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD, bearer
+from tests.conftest import PASSWORD, Auth, bearer
 from tests.helpers import USER_FIELDS, assert_ok, assert_problem, check_token, db_user, login_response
 
 SESSION_FIELDS = {"id", "created_at", "last_used_at", "user_agent", "ip", "current"}
@@ -75,8 +75,10 @@ def test_get_me_with_refresh_token_is_unauthorized(client, user):
 # PATCH /me
 
 
-def test_update_me_name_email_username(client, user):
-    """Every self-editable field changes, and GET /me shows the change."""
+def test_update_me_name_email_username(make_app):
+    """Without mail, every self-editable field changes at once, and GET /me shows the change."""
+    client = make_app(MAIL_URL="none").test_client()
+    user = Auth(client, client.application).signup()
     response = client.patch(
         "/me",
         json={"name": "  New Name  ", "email": "  New.Person@Example.COM ", "username": "NewHandle"},
@@ -90,15 +92,21 @@ def test_update_me_name_email_username(client, user):
     assert get_me(client, user["access_token"]) == changed
 
 
-def test_update_me_email_normalized_and_login_with_it(auth, client, user):
-    """A mixed-case email is stored lower-cased, and logging in with any case works."""
+def test_update_me_email_normalized_and_login_with_it(make_app):
+    """A mixed-case email is stored lower-cased, and logging in with any case works (no mail: at once)."""
+    client = make_app(MAIL_URL="none").test_client()
+    auth = Auth(client, client.application)
+    user = auth.signup()
     response = client.patch("/me", json={"email": "MiXeD@Example.ORG"}, headers=bearer(user["access_token"]))
     assert assert_ok(response)["user"]["email"] == "mixed@example.org"
     assert auth.login("MIXED@example.org")["user"]["id"] == user["user_id"]
 
 
-def test_update_me_email_change_unverifies(app, client, user):
-    """A new email is not verified, even if the old one was."""
+def test_update_me_email_change_unverifies(make_app):
+    """Without mail, a new email is not verified, even if the old one was."""
+    app = make_app(MAIL_URL="none")
+    client = app.test_client()
+    user = Auth(client, app).signup()
     with app.app_context():
         db.session.get(User, uuid.UUID(user["user_id"])).email_verified = True
         db.session.commit()

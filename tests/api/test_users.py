@@ -8,7 +8,7 @@ import pytest
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD, bearer
+from tests.conftest import PASSWORD, Auth, bearer
 from tests.helpers import USER_FIELDS, assert_ok, assert_problem, check_token, db_user, login_response
 
 NEW_PASSWORD = "an entirely different passphrase"
@@ -473,8 +473,10 @@ def test_update_user_reactivation_old_tokens_stay_invalid(auth, client, admin, u
     assert check_token(client, again["access_token"])["valid"] is True
 
 
-def test_update_user_self_profile_fields(client, user):
-    """A user may change their own name, email and username."""
+def test_update_user_self_profile_fields(make_app):
+    """A user may change their own name, email and username (without mail, the email at once)."""
+    client = make_app(MAIL_URL="none").test_client()
+    user = Auth(client, client.application).signup()
     response = patch_user(
         client,
         user["access_token"],

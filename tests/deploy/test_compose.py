@@ -129,3 +129,13 @@ def test_auth_runs_like_in_kubernetes(compose):
     assert auth["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in auth["security_opt"]
     assert auth["environment"]["APP_ENV"] == "production"
+
+
+def test_the_outbox_worker_runs_beside_the_service_from_the_same_image(compose):
+    worker, auth = compose["services"]["outbox-worker"], compose["services"]["auth"]
+    assert worker["image"] == auth["image"]
+    assert worker["entrypoint"] == ["flask", "outbox", "run"]
+    assert worker["depends_on"]["auth-db"] == {"condition": "service_healthy"}
+    for name in ("DATABASE_URL", "JWT_SECRET_KEY", "MAIL_URL", "MAIL_FROM", "FRONTEND_URL", "APP_ENV"):
+        assert worker["environment"][name] == auth["environment"][name], name
+    assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]

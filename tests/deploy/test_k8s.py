@@ -30,8 +30,14 @@ def objects() -> dict[str, dict]:
     found: dict[str, dict] = {}
     for path in MANIFESTS:
         for doc in load(path):
-            assert doc["kind"] not in found, f"two {doc['kind']} objects: adapt this test"
-            found[doc["kind"]] = doc
+            # The outbox worker is the one second Deployment: "Deployment/auth-outbox-worker".
+            key = (
+                doc["kind"]
+                if doc["metadata"]["name"] != "auth-outbox-worker"
+                else f"{doc['kind']}/{doc['metadata']['name']}"
+            )
+            assert key not in found, f"two {doc['kind']} objects: adapt this test"
+            found[key] = doc
     return found
 
 
@@ -148,7 +154,10 @@ def test_the_purge_cronjob_runs_purge_tokens(objects):
 
 def test_selectors_pick_the_serving_pods_only(objects):
     serving = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    others = [pod["metadata"]["labels"] for pod in (objects["Job"]["spec"]["template"],)]
+    others = [
+        pod["metadata"]["labels"]
+        for pod in (objects["Job"]["spec"]["template"], objects["Deployment/auth-outbox-worker"]["spec"]["template"])
+    ]
     others.append(objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"])
     for selector in (
         objects["Service"]["spec"]["selector"],
@@ -190,3 +199,24 @@ def test_the_pods_get_a_metrics_token_and_metrics_stay_closed_without_one(object
     assert get_config(settings).METRICS_PUBLIC is False
     with pytest.raises(ConfigError, match="METRICS_TOKEN looks like a placeholder"):
         get_config({**settings, "METRICS_TOKEN": objects["Secret"]["stringData"]["METRICS_TOKEN"]})
+
+
+def test_the_outbox_worker_runs_flask_outbox_run_with_the_services_image_and_settings(objects):
+    worker, deployment = objects["Deployment/auth-outbox-worker"], objects["Deployment"]
+    pod = pod_spec(worker)
+    container = pod["containers"][0]
+    assert container["command"] == ["flask", "outbox", "run"]
+    assert container["image"] == pod_spec(deployment)["containers"][0]["image"]
+    assert container["envFrom"] == pod_spec(deployment)["containers"][0]["envFrom"]
+    assert_hardened(pod)
+    config = objects["ConfigMap"]["data"]
+    assert {port["containerPort"] for port in container["ports"]} == {int(config["OUTBOX_METRICS_PORT"])}
+    # The worker has time to finish the mail in hand after SIGTERM.
+    assert pod["terminationGracePeriodSeconds"] > int(config["MAIL_TIMEOUT"])
+
+
+def test_the_mail_settings_start_in_production(objects):
+    settings = {**objects["ConfigMap"]["data"], **objects["Secret"]["stringData"]}
+    config = get_config({**settings, "JWT_SECRET_KEY": "k" * 48, "METRICS_TOKEN": "m" * 32})
+    assert config.MAIL_URL.startswith("smtp://") and config.FRONTEND_URL == "https://app.example.com"
+    assert config.PASSWORD_RESET_URL == "https://app.example.com/reset-password?token={token}"
