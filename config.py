@@ -286,7 +286,7 @@ class BaseConfig:
         # flask-smorest from a CDN: so OPENAPI_SWAGGER_UI_PATH stays unset.
         self.validate()
 
-    # Mail (app/services/mail.py, app/services/outbox.py); API.md "Mail".
+    # Mail (app/services/mail.py, app/services/outbox.py); docs/CONTRACT.md "Mail".
     DEFAULT_MAIL_URL: str | None = "console"
     DEFAULT_OUTBOX_IN_PROCESS = False
 
@@ -433,7 +433,7 @@ class ProductionConfig(BaseConfig):
 
     APP_ENV = "production"
     DEFAULT_METRICS_PUBLIC = False
-    # Unset: the endpoints that must send mail answer 503 mail_unavailable (API.md).
+    # Unset: the endpoints that must send mail answer 503 mail_unavailable (docs/CONTRACT.md).
     DEFAULT_MAIL_URL = None
 
     def _frontend_url(self, env: Mapping[str, Any]) -> str | None:

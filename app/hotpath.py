@@ -1,6 +1,6 @@
 """The hot path: /checkToken and /validate answered without Flask's per-request machinery.
 
-Other services call these on every request they serve (DESIGN.md, "The hot path"), so the
+Other services call these on every request they serve (docs/DESIGN.md, "The hot path"), so the
 common case (a well-formed request, no CORS) is served here: parse with orjson, apply the
 per-address limit, call the one verification function (tokens.check_token / verify_token,
 which consults the revocation view), and answer with the same body and headers as the Flask

@@ -43,7 +43,7 @@ class Parser(FlaskParser):
     """webargs parser whose failures are the service's own errors (400, never 422)."""
 
     DEFAULT_VALIDATION_STATUS = 400
-    # Unknown fields are rejected everywhere, query strings included (API.md: never silently ignored).
+    # Unknown fields are rejected everywhere, query strings included (docs/CONTRACT.md: never silently ignored).
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):
@@ -206,7 +206,7 @@ def unstorable(text: str) -> bool:
 def _refuse_unstorable_text(value: Any, path: str) -> None:
     """Reject, with the field's name, any string that no database could store or compare.
 
-    DESIGN.md: PostgreSQL rejects NUL in text; a lone surrogate cannot even be encoded. Both
+    docs/DESIGN.md: PostgreSQL rejects NUL in text; a lone surrogate cannot even be encoded. Both
     would otherwise surface as a 500 from deep in a driver.
     """
     if isinstance(value, str):
@@ -261,7 +261,7 @@ def client_info() -> dict[str, str | None]:
 
 
 def token_argument(args: dict[str, Any], field: str) -> str:
-    """A token from the body field, else from the Bearer header; 400 when neither (API.md)."""
+    """A token from the body field, else from the Bearer header; 400 when neither (docs/CONTRACT.md)."""
     token = args.get(field) or bearer_token()
     if not token:
         raise ValidationFailed(

@@ -49,7 +49,7 @@ class User(UserMixin, Base):
 
     @property
     def mfa_enabled(self) -> bool:
-        """Whether a second factor is on: never, until MFA exists (API.md "Second factor")."""
+        """Whether a second factor is on: never, until MFA exists (docs/CONTRACT.md "Second factor")."""
         return False
 
     def __repr__(self) -> str:

@@ -201,7 +201,7 @@ def reset_password(*, token: str, new_password: str, now: datetime | None = None
         user.email_verified = True
     user.pending_email = None
     void_tokens(user.id, now=now)
-    tokens.void_all_tokens(user)  # API.md: every session of the user is revoked
+    tokens.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
     audit.record("password_reset_completed", actor_id=user.id, target_id=user.id)
     notify_password_changed(user, how="reset")
     db.session.commit()

@@ -10,7 +10,7 @@ committed.
 It fails closed: the cache is used only while this worker's listener is connected. When the
 listener is down (or the database is not PostgreSQL) every check goes to the database; when it
 reconnects the cache starts empty, because notifications sent meanwhile were missed. A fill
-that raced an invalidation is dropped (the epoch moved). DESIGN.md: a revocation is visible to
+that raced an invalidation is dropped (the epoch moved). docs/DESIGN.md: a revocation is visible to
 every worker within a bounded, tested time (issue 5: one second).
 """
 

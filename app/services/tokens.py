@@ -1,6 +1,6 @@
 """Tokens: issue a pair, verify one (the hot path), rotate refresh tokens, revoke.
 
-`verify_token` is the one place that decides whether a token is valid (API.md, "Token model");
+`verify_token` is the one place that decides whether a token is valid (docs/CONTRACT.md, "2. Tokens");
 /checkToken, /validate and every protected endpoint go through it.
 """
 
@@ -312,7 +312,7 @@ def token_state(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool
 
 
 def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
-    """Decide whether `token` is valid for `expected_type` by every rule of API.md.
+    """Decide whether `token` is valid for `expected_type` by every rule of docs/CONTRACT.md.
 
     Raises InvalidToken with reason expired, invalid, wrong_type, revoked or user_inactive,
     and lets a database failure propagate (it becomes a 503: never "valid" when unsure).
@@ -401,7 +401,7 @@ def start_session(user: User, *, user_agent: str | None, ip: str | None, fresh: 
 def rotate(refresh_token: str) -> TokenPair:
     """Spend a refresh token for a new pair; a spent one revokes its whole session.
 
-    Raises InvalidToken, or TokenReused when the token was already spent (API.md: theft).
+    Raises InvalidToken, or TokenReused when the token was already spent (docs/CONTRACT.md: theft).
     The swap is one conditional UPDATE, so of simultaneous uses at most one wins.
     """
     verified = verify_token(refresh_token, expected_type=REFRESH)

@@ -245,7 +245,7 @@ def apply_update(
             credentials.lock(target)
         target.is_active = changes["is_active"]
         if not target.is_active:
-            tokens.void_all_tokens(target)  # API.md: deactivated after issue voids the token
+            tokens.void_all_tokens(target)  # docs/CONTRACT.md: deactivated after issue voids the token
         event = "user_activated" if target.is_active else "user_deactivated"
         audit.record(event, actor_id=actor_id, target_id=target.id)
     commit_or_conflict()

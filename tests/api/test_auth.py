@@ -12,7 +12,7 @@ from tests.helpers import USER_FIELDS, assert_problem
 
 
 def assert_token_pair(body: dict) -> None:
-    """A token pair as API.md names it."""
+    """A token pair as docs/CONTRACT.md names it."""
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
     assert body["access_token"].count(".") == 2

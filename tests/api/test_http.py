@@ -1,4 +1,4 @@
-"""The general rules of API.md: problem+json everywhere, body rules, headers, CORS, URL_PREFIX, docs."""
+"""The general rules of docs/CONTRACT.md: problem+json everywhere, body rules, headers, CORS, URL_PREFIX, docs."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def list_sessions(client, token: str) -> list[dict]:
 
 
 def test_get_me_returns_exactly_the_user_fields(app, client, user):
-    """The user object has the API.md fields and nothing derived from the password."""
+    """The user object has the docs/CONTRACT.md fields and nothing derived from the password."""
     response = client.get("/me", headers=bearer(user["access_token"]))
     body = assert_ok(response)
     me = body["user"]

@@ -88,7 +88,7 @@ def test_a_logout_through_one_instance_is_honoured_by_the_other(cluster):
     assert api(a, "/logout", "POST", token=token).status == 200
     revoked = {"success": True, "valid": False, "reason": "revoked"}
     if cluster["cache"]:
-        # B's in-process view learns of it through LISTEN/NOTIFY: within the bound DESIGN.md
+        # B's in-process view learns of it through LISTEN/NOTIFY: within the bound docs/DESIGN.md
         # sets for every cache in front of the database (one second), usually at once.
         started = time.monotonic()
         while api(b, "/checkToken", "POST", body={"token": token}).json() != revoked:

@@ -1,4 +1,4 @@
-"""The token validity rules of API.md ("Token model"), one by one.
+"""The token validity rules of docs/CONTRACT.md ("Token model"), one by one.
 
 Each rule is checked where a token is judged: POST /checkToken (200, `valid: false`, `reason`),
 a protected endpoint (GET /me: 401 problem+json with a Bearer challenge) and GET /validate (401).
