@@ -7,6 +7,8 @@ humans. Internal causes are logged, never sent (RFC 9457, ASVS 7.4.1).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -284,13 +286,34 @@ def handle_http_exception(error: HTTPException) -> Response:
         # RFC 9110 15.5.6 wants the Allow header; the document says it too, for clients that show only the body.
         detail = f"The method is not allowed for this URL; allowed: {headers['Allow']}."
     if status == 429:
-        # Flask-Limiter raises the limit's own Retry-After to when its window resets.
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = str(_limit_retry_after())
     return problem(status, HTTP_CODES.get(status, "http_error"), detail, headers=headers)
+
+
+def _limit_retry_after() -> int:
+    """Seconds until the per-IP window Flask-Limiter refused this request in resets (at least 1)."""
+    limiter = current_app.extensions.get("auth_limiter")
+    current = getattr(limiter, "current_limit", None) if limiter is not None else None
+    if current is None:
+        return 1
+    # limits rounds the window's end up to the next second; never say more than the window itself.
+    return max(1, min(math.ceil(current.reset_at - time.time()), current.limit.get_expiry()))
+
+
+def _malformed_body(error: Exception) -> bool:
+    """The client's body could not be read as HTTP frames it (a bad chunk size, a cut-off body)."""
+    try:
+        from gunicorn.http.errors import NoMoreData, ParseException
+    except ImportError:  # served by something other than gunicorn
+        return False
+    return isinstance(error, ParseException | NoMoreData)
 
 
 def handle_unexpected(error: Exception) -> Response:
     """Answer 503 for a database outage (one line, app/outage.py) and a bare 500, with its traceback, otherwise."""
+    if _malformed_body(error):
+        # gunicorn raises while the view reads a malformed chunked body: the client's fault, a 400.
+        return problem(400, "bad_request", "The request body is not valid HTTP framing (chunked encoding).")
     if isinstance(error, DATABASE_DOWN) or (isinstance(error, DBAPIError) and error.connection_invalidated):
         # Expected in operation (down, or past DATABASE_STATEMENT_TIMEOUT): no traceback.
         current_app.extensions["database_outage"].failed(error, request_id())

@@ -134,7 +134,10 @@ def init_rate_limits(app: Flask) -> Limiter:
     limiter = Limiter(
         key_func=get_remote_address,  # REMOTE_ADDR, rewritten only for TRUSTED_PROXIES (app/proxy.py)
         app=app,
-        headers_enabled=True,
+        # Off: Flask-Limiter would put its window's Retry-After (and X-RateLimit-*) on every answer of
+        # a limited endpoint, overriding the account throttle's and a 503's own. Its 429s get the
+        # exact wait from app/errors.py.
+        headers_enabled=False,
         strategy="fixed-window",
         key_prefix=config["RATELIMIT_KEY_PREFIX"],
         # Redis down: count in-process rather than refuse every login.

@@ -107,3 +107,18 @@ def test_password_checks_share_the_login_failure_budget(limited, auth, method, p
     assert login(client, "nobody@example.com", ip="10.7.7.7").status_code == 401
     assert_429(send(url, json=body, headers=headers, environ_base=ip), "rate_limited")
     assert_429(login(client, me["user"]["email"], PASSWORD, ip="10.7.7.7"), "rate_limited")
+
+
+def test_retry_after_is_the_real_wait_and_only_on_refusals(limited, auth):
+    """Flask-Limiter's headers once put its window's Retry-After (60) on every /login answer, and over the
+    account throttle's own 1 s."""
+    app = limited(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="2", RATELIMIT_LOGIN_FAILURES="3/minute")
+    client = app.test_client()
+    email = Auth(client, app).signup()["user"]["email"]
+    first = login(client, email)
+    assert first.status_code == 401 and "Retry-After" not in first.headers
+    assert not [name for name in first.headers.keys() if name.lower().startswith("x-ratelimit")]
+    assert login(client, email).status_code == 401
+    assert assert_429(login(client, email), "too_many_attempts") == 1  # the account's delay, not the window
+    assert login(client, "other@example.com").status_code == 401  # the third failure of this address
+    assert 1 <= assert_429(login(client, "another@example.com"), "rate_limited") <= 60

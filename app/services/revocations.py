@@ -154,6 +154,7 @@ class Listener:
         from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT
 
         backoff = 0.2
+        lost = False  # said once per outage: a reconnect attempt every few seconds is not news
         while not self.stopping.is_set():
             connection = None
             try:
@@ -167,10 +168,20 @@ class Listener:
                 # Anything revoked while we were not listening is unknown: start empty.
                 self.cache.clear(listening=True)
                 backoff = 0.2
+                if lost:
+                    log.warning("revocation listener back; the revocation view is in use again")
+                    lost = False
                 self._listen(connection)
-            except Exception:
-                if not self.stopping.is_set():
-                    log.warning("revocation listener lost; checking the database directly", exc_info=True)
+            except Exception as error:
+                if not self.stopping.is_set() and not lost:
+                    # An expected failure (the database went away): one line, no traceback.
+                    cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                    log.warning(
+                        "revocation listener lost (%s: %s); checking the database directly until it is back",
+                        type(error).__name__,
+                        cause,
+                    )
+                    lost = True
             finally:
                 self.cache.clear(listening=False)
                 if connection is not None:

@@ -86,3 +86,26 @@ def test_internationalized_email_and_deep_json_through_gunicorn(request, tmp_pat
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(deep, timeout=30)
         assert answer.value.code == 400 and json.loads(answer.value.read())["code"] == "invalid_json"
+
+
+def test_a_malformed_chunked_body_is_400_not_500(tmp_path):
+    """gunicorn raises while the view reads a bad chunk size; that is the client's fault."""
+    import socket
+
+    with running_server(tmp_path, "sqlite", tls=False, workers=1) as server:
+        host, port = server.base.removeprefix("http://").split(":")
+        for path in ("/login", "/checkToken", "/signup"):
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as conn:
+                conn.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                    "Content-Type: application/json\r\n\r\nZZ\r\nxx\r\n0\r\n\r\n".encode()
+                )
+                answer = ""
+                while not answer.rstrip().endswith("}"):  # headers and body may come apart
+                    chunk = conn.recv(65536).decode("latin-1")
+                    if not chunk:
+                        break
+                    answer += chunk
+            assert answer.startswith("HTTP/1.1 400"), (path, answer[:300])
+            assert '"code":"bad_request"' in answer.replace(" ", ""), answer
+        assert "Traceback" not in server.log_path.read_text()
