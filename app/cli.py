@@ -1,4 +1,4 @@
-"""flask commands: create-admin, purge-tokens, dev-cert."""
+"""flask commands: create-admin, purge-tokens, purge-audit, keys, mfa, dev-cert."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, keys, throttle, tokens, users
+from app.services import audit, keys, mfa, throttle, tokens, users
 
 
 class AdminInput(Schema):
@@ -59,8 +59,10 @@ def purge_tokens() -> None:
     """Delete revocation records and sessions whose tokens have expired anyway, and stale throttle counts."""
     revoked, sessions = tokens.purge_expired()
     counts = throttle.purge_expired()
+    challenges = mfa.purge_expired()
     click.echo(
-        f"Purged {revoked} revocation record(s), {sessions} expired session(s) and {counts} stale throttle count(s)."
+        f"Purged {revoked} revocation record(s), {sessions} expired session(s), {counts} stale throttle count(s) "
+        f"and {challenges} expired MFA login challenge(s)."
     )
 
 
@@ -133,6 +135,30 @@ def keys_list() -> None:
         click.echo(f"{entry['kid']}  created {entry['created_at']}  {state}")
 
 
+@click.group("mfa")
+def mfa_group() -> None:
+    """The second factor's encryption key (ENCRYPTION_KEY): make one, move every secret onto the first."""
+
+
+@mfa_group.command("generate-key")
+def mfa_generate_key() -> None:
+    """Print a new ENCRYPTION_KEY key (put it first in ENCRYPTION_KEY to rotate; see docs/OPERATIONS.md)."""
+    from config import new_encryption_key
+
+    click.echo(new_encryption_key())
+
+
+@mfa_group.command("reencrypt")
+@with_appcontext
+def mfa_reencrypt() -> None:
+    """Re-encrypt every TOTP secret with the first ENCRYPTION_KEY key; then older keys can be dropped."""
+    try:
+        count = mfa.reencrypt_all()
+    except AppError as error:
+        _fail(f"{error.detail} Nothing was changed; put the missing key back in ENCRYPTION_KEY.")
+    click.echo(f"Re-encrypted {count} TOTP secret(s) with the first ENCRYPTION_KEY key; older keys can be removed.")
+
+
 @click.command("dev-cert")
 @click.option("--out", "out_dir", default="instance/certs", show_default=True, help="Folder for cert.pem and key.pem.")
 @click.option("--force", is_flag=True, help="Replace an existing certificate.")
@@ -186,5 +212,5 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    for command in (create_admin, purge_tokens, purge_audit, keys_group, dev_cert):
+    for command in (create_admin, purge_tokens, purge_audit, keys_group, mfa_group, dev_cert):
         app.cli.add_command(command)

@@ -151,6 +151,8 @@ class HotPath:
                 ("X-User-Id", str(verified.user_id)),
                 ("X-User-Email", verified.email),
                 ("X-User-Roles", ",".join(verified.roles)),
+                # TODO(lead): one builder with the Flask view once app/hotpath.py has it (i12 adds amr).
+                ("X-User-Amr", ",".join(verified.amr)),
             ],
             body,
         )

@@ -15,7 +15,16 @@ from sqlalchemy import delete
 
 from app import create_app
 from app.extensions import db
-from app.models import AuditEvent, LoginThrottle, RevokedToken, Session, User
+from app.models import (
+    AuditEvent,
+    LoginThrottle,
+    MfaChallenge,
+    RecoveryCode,
+    RevokedToken,
+    Session,
+    TotpCredential,
+    User,
+)
 from tests.databases import BACKENDS, IN_CI, selected_backends
 
 PASSWORD = "correct horse battery staple"
@@ -86,7 +95,16 @@ def app(base_app):
     yield base_app
     with base_app.app_context():
         db.session.remove()
-        for model in (AuditEvent, LoginThrottle, RevokedToken, Session, User):
+        for model in (
+            AuditEvent,
+            LoginThrottle,
+            MfaChallenge,
+            RecoveryCode,
+            TotpCredential,
+            RevokedToken,
+            Session,
+            User,
+        ):
             db.session.execute(delete(model))
         db.session.commit()
 

@@ -8,7 +8,18 @@ from app.extensions import db
 from app.models import User
 from tests.conftest import PASSWORD
 
-USER_FIELDS = {"id", "email", "username", "name", "role", "is_active", "email_verified", "created_at", "updated_at"}
+USER_FIELDS = {
+    "id",
+    "email",
+    "username",
+    "name",
+    "role",
+    "is_active",
+    "email_verified",
+    "mfa_enabled",
+    "created_at",
+    "updated_at",
+}
 
 
 def assert_problem(response, status: int, code: str) -> dict:

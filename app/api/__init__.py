@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import audit, auth, me, meta, users
+from app.api import audit, auth, me, meta, mfa, users
 from app.api.base import Api, ProblemResponses
 
-BLUEPRINTS = (auth.blp, me.blp, users.blp, audit.blp, meta.blp)
+BLUEPRINTS = (auth.blp, me.blp, mfa.blp, users.blp, audit.blp, meta.blp)
 API_DESCRIPTION = """Accounts and JWTs.
 
 * Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;
@@ -28,6 +28,12 @@ API_DESCRIPTION = """Accounts and JWTs.
 * A wrong password on `POST /me/password` or `DELETE /me` is 401 invalid_credentials.
 * A user editing their own record via `PATCH /users/{id}` with role, is_active or password gets 403.
 * User and session ids are UUIDs; a malformed id is a 404 like an unknown one.
+* Second factor (TOTP, RFC 6238, with 10 single-use recovery codes): `POST /me/mfa/totp` then
+  `POST /me/mfa/totp/confirm`. Then `POST /login` answers 401 `mfa_required` with an `mfa_token`,
+  and `POST /login/mfa` finishes the login. Access tokens carry `amr`: `["pwd"]`, or
+  `["pwd", "otp"]` after a second factor (a recovery code counts as "otp" too); refreshing keeps
+  it; `/checkToken` answers it and `/validate` sends it as `X-User-Amr`. Wrong codes count
+  against the same per-account throttle as wrong passwords.
 """
 
 

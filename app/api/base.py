@@ -50,11 +50,11 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = Parser()
 
-    def problem(self, status: int, description: str | None = None):
+    def problem(self, status: int, description: str | None = None, *, schema=ProblemSchema):
         """Document an error response: a problem+json document, `description` naming its codes."""
         return self.alt_response(
             status,
-            schema=ProblemSchema,
+            schema=schema,
             description=description or HTTPStatus(status).phrase,
             content_type=PROBLEM_MIMETYPE,
         )
@@ -68,7 +68,7 @@ class ProblemResponses(BasePlugin):
     document (the shared responses registered by Api below).
     """
 
-    RATE_LIMITED = frozenset({"/login", "/signup", "/refresh", "/checkToken"})
+    RATE_LIMITED = frozenset({"/login", "/login/mfa", "/signup", "/refresh", "/checkToken"})
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         """Add the shared error responses to each operation of `path`."""

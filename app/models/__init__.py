@@ -2,9 +2,23 @@
 
 from app.models.audit import AuditEvent
 from app.models.base import Base, UTCDateTime, utcnow
+from app.models.mfa import MfaChallenge, RecoveryCode, TotpCredential
 from app.models.revocation import RevokedToken
 from app.models.session import Session
 from app.models.throttle import LoginThrottle
 from app.models.user import ROLES, User
 
-__all__ = ["ROLES", "AuditEvent", "Base", "LoginThrottle", "RevokedToken", "Session", "UTCDateTime", "User", "utcnow"]
+__all__ = [
+    "ROLES",
+    "AuditEvent",
+    "Base",
+    "LoginThrottle",
+    "MfaChallenge",
+    "RecoveryCode",
+    "RevokedToken",
+    "Session",
+    "TotpCredential",
+    "UTCDateTime",
+    "User",
+    "utcnow",
+]

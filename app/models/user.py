@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, CheckConstraint, String, Uuid
+from sqlalchemy import Boolean, CheckConstraint, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -31,6 +31,9 @@ class User(UserMixin, Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A confirmed second factor (app/services/mfa.py). On the row itself so that /login learns it
+    # from the user it loads anyway: no extra query for the accounts without one.
+    mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Tokens issued before this instant are void (password reset by an admin, deactivation).
     tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

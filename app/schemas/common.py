@@ -33,6 +33,7 @@ class UserSchema(Schema):
     role = fields.String(metadata={"enum": ["user", "admin"]})
     is_active = fields.Boolean()
     email_verified = fields.Boolean()
+    mfa_enabled = fields.Boolean(metadata={"description": "A second factor (TOTP) is on for this account"})
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 

@@ -38,6 +38,14 @@ EVENTS = (
     "session_revoked",
     "admin_created",
     "admin_promoted",
+    "mfa_enrolment_started",
+    "mfa_enabled",
+    "mfa_disabled",
+    "mfa_removed_by_admin",
+    "mfa_challenge_issued",
+    "mfa_failed",
+    "recovery_code_used",
+    "recovery_codes_regenerated",
 )
 
 _origin: ContextVar[tuple[str | None, str | None]] = ContextVar("audit_origin", default=(None, None))
