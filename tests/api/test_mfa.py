@@ -423,6 +423,19 @@ def test_a_known_password_does_not_reset_the_code_throttle(make_app, clock, froz
     assert_problem(client.post("/me/mfa/recovery-codes", json=body, headers=headers), 429, "too_many_attempts")
 
 
+@pytest.mark.parametrize(("method", "path"), [("post", "/me/mfa/recovery-codes"), ("delete", "/me/mfa")])
+def test_wrong_codes_with_the_right_password_are_throttled(make_app, clock, frozen_throttle, method, path):
+    """The right password in the same request must not settle the attempt its wrong code made."""
+    client = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="3").test_client()
+    user = assert_ok(client.post("/signup", json={"email": "ray@example.com", "password": PASSWORD, "name": "R"}), 201)
+    secret, _ = enable(client, user, clock)
+    body = {"password": PASSWORD, "code": code_at(secret, clock["t"] + 600)}
+    send = getattr(client, method)
+    for _ in range(3):
+        assert_problem(send(path, json=body, headers=bearer(user["access_token"])), 400, "invalid_mfa_code")
+    assert_problem(send(path, json=body, headers=bearer(user["access_token"])), 429, "too_many_attempts")
+
+
 def test_a_completed_login_clears_the_count(make_app, clock):
     client = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="3").test_client()
     user = assert_ok(client.post("/signup", json={"email": "lou@example.com", "password": PASSWORD, "name": "L"}), 201)
