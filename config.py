@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -134,18 +135,31 @@ def _url_prefix(environ: Mapping[str, Any]) -> str:
     return f"/{raw}" if raw else ""
 
 
-def _persistent_dev_secret(path: Path) -> str:
+def _persistent_dev_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(48)) -> str:
     """Read, or create once with mode 0600, a random secret kept in instance/ for development."""
     if path.exists():
         value = path.read_text().strip()
         if value:
             return value
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
+    value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
     return value
+
+
+def new_encryption_key() -> str:
+    """A new Fernet key (32 random bytes, url-safe base64), as ENCRYPTION_KEY wants them."""
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+@functools.cache
+def _testing_encryption_key() -> str:
+    """One key for every app a test process builds: apps on the same database read each other's secrets."""
+    return new_encryption_key()
 
 
 def is_placeholder(secret: str) -> bool:
@@ -207,6 +221,11 @@ class BaseConfig:
             )
         )
         self.JWT_ISSUER = _text(env, "JWT_ISSUER", "auth-service")
+        # Second factor (app/services/mfa.py): the issuer an authenticator app shows beside the
+        # account; TOTP secrets encrypted at rest with ENCRYPTION_KEY (comma-separated Fernet
+        # keys: the first encrypts, every one decrypts, so a key can be rotated in).
+        self.MFA_ISSUER = _text(env, "MFA_ISSUER", self.JWT_ISSUER)
+        self.ENCRYPTION_KEY = self._encryption_keys(env)
         self.JWT_ENCODE_ISSUER = self.JWT_ISSUER
         self.JWT_DECODE_ISSUER = self.JWT_ISSUER
         self.JWT_LEEWAY = _int(env, "JWT_LEEWAY", 10, minimum=0, maximum=MAX_LEEWAY_SECONDS)
@@ -379,9 +398,16 @@ class BaseConfig:
             return secret
         return _persistent_dev_secret(self.INSTANCE_DIR / "jwt-secret.key")
 
+    def _encryption_keys(self, env: Mapping[str, Any]) -> list[str]:
+        """ENCRYPTION_KEY as a list, or one generated and kept in instance/ (development)."""
+        return _list(env, "ENCRYPTION_KEY") or [
+            _persistent_dev_secret(self.INSTANCE_DIR / "encryption.key", new_encryption_key)
+        ]
+
     def validate(self) -> None:
         """Refuse settings that cannot work in any environment."""
         from app.proxy import parse_networks
+        from app.services.secretbox import check_keys
 
         try:
             parse_networks(self.TRUSTED_PROXIES)
@@ -390,6 +416,13 @@ class BaseConfig:
         if len(self.JWT_SECRET_KEY.encode()) < 32 and self.APP_ENV != "testing":
             # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
             raise ConfigError("JWT_SECRET_KEY must be at least 32 bytes long")
+        try:
+            check_keys(self.ENCRYPTION_KEY)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if self.JWT_SECRET_KEY in self.ENCRYPTION_KEY:
+            # One secret, one purpose: a leaked signing key must not also open the TOTP secrets.
+            raise ConfigError("ENCRYPTION_KEY must not be the JWT secret")
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a mapping for app.config."""
@@ -421,6 +454,7 @@ class TestingConfig(BaseConfig):
         env.setdefault("LOGIN_THROTTLE_ENABLED", "false")
         # Each listener holds a database connection; the suite turns it on where it tests it.
         env.setdefault("REVOCATION_CACHE", "false")
+        env.setdefault("ENCRYPTION_KEY", _testing_encryption_key())
         super().__init__(env)
 
     def _database_url(self, env: Mapping[str, Any]) -> str:
@@ -460,6 +494,10 @@ class ProductionConfig(BaseConfig):
         if url is None:
             raise ConfigError("DATABASE_URL is required when APP_ENV=production")
         return normalize_database_url(url)
+
+    def _encryption_keys(self, env: Mapping[str, Any]) -> list[str]:
+        """ENCRYPTION_KEY as given; none is invented in production (MFA then answers 503 mfa_unavailable)."""
+        return _list(env, "ENCRYPTION_KEY")
 
     def _jwt_secret(self, env: Mapping[str, Any]) -> str:
         """JWT_SECRET_KEY is required for HS256, at least 32 bytes, and not an example value."""

@@ -89,10 +89,11 @@ def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
     from app.extensions import cors, db, jwt, login_manager
     from app.outage import init_outage
-    from app.services import keys, revocations, tokens
+    from app.services import keys, revocations, secretbox, tokens
 
     db.init_app(app)
     jwt.init_app(app)
+    secretbox.init_app(app)
     app.extensions["jwt_keys"] = keys.load(app.config["JWT_ALGORITHM"], app.config["JWT_KEYS_DIR"])
     app.extensions["verified_tokens"] = tokens.token_memory(app)
     if app.extensions["jwt_keys"].problem:

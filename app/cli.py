@@ -1,4 +1,4 @@
-"""flask commands: create-admin, purge-tokens, purge-audit, keys, outbox, dev-cert."""
+"""flask commands: create-admin, purge-tokens, purge-audit, keys, mfa, outbox, dev-cert."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, keys, outbox, recovery, throttle, tokens, users
+from app.services import audit, keys, mfa, outbox, recovery, throttle, tokens, users
 
 
 class AdminInput(Schema):
@@ -61,9 +61,11 @@ def purge_tokens() -> None:
     counts = throttle.purge_expired()
     mailed = recovery.purge_expired()
     sent = outbox.purge_sent()
+    challenges = mfa.purge_expired()
     click.echo(
         f"Purged {revoked} revocation record(s), {sessions} expired session(s), {counts} stale throttle count(s),"
-        f" {mailed} expired mailed token(s) and {sent} delivered outbox message(s)."
+        f" {mailed} expired mailed token(s), {sent} delivered outbox message(s)"
+        f" and {challenges} expired MFA login challenge(s)."
     )
 
 
@@ -200,6 +202,30 @@ def outbox_retry(message_id: int | None) -> None:
     click.echo(f"{count} dead message(s) pending again.")
 
 
+@click.group("mfa")
+def mfa_group() -> None:
+    """The second factor's encryption key (ENCRYPTION_KEY): make one, move every secret onto the first."""
+
+
+@mfa_group.command("generate-key")
+def mfa_generate_key() -> None:
+    """Print a new ENCRYPTION_KEY key (put it first in ENCRYPTION_KEY to rotate; see docs/OPERATIONS.md)."""
+    from config import new_encryption_key
+
+    click.echo(new_encryption_key())
+
+
+@mfa_group.command("reencrypt")
+@with_appcontext
+def mfa_reencrypt() -> None:
+    """Re-encrypt every TOTP secret with the first ENCRYPTION_KEY key; then older keys can be dropped."""
+    try:
+        count = mfa.reencrypt_all()
+    except AppError as error:
+        _fail(f"{error.detail} Nothing was changed; put the missing key back in ENCRYPTION_KEY.")
+    click.echo(f"Re-encrypted {count} TOTP secret(s) with the first ENCRYPTION_KEY key; older keys can be removed.")
+
+
 @click.command("dev-cert")
 @click.option("--out", "out_dir", default="instance/certs", show_default=True, help="Folder for cert.pem and key.pem.")
 @click.option("--force", is_flag=True, help="Replace an existing certificate.")
@@ -253,5 +279,5 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    for command in (create_admin, purge_tokens, purge_audit, keys_group, outbox_group, dev_cert):
+    for command in (create_admin, purge_tokens, purge_audit, keys_group, mfa_group, outbox_group, dev_cert):
         app.cli.add_command(command)

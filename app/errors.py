@@ -39,14 +39,20 @@ class AppError(Exception):
         code: str | None = None,
         errors: dict[str, list[str]] | None = None,
         headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
-        """Carry an optional human detail, a more specific code, field errors and headers."""
+        """Carry an optional human detail, a more specific code, field errors, headers and extension members.
+
+        `extensions` are RFC 9457 3.2 extension members, rendered at the top level of the body
+        (e.g. the `mfa_token` of `mfa_required`); they never replace the envelope's own members.
+        """
         super().__init__(detail or self.detail)
         self.detail = detail or self.detail
         if code is not None:
             self.code = code
         self.errors = errors
         self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})
 
 
 class BadRequest(AppError):
@@ -168,6 +174,48 @@ class LastAdmin(Conflict):
     detail = "The last active admin cannot be demoted, deactivated or deleted."
 
 
+class MfaRequired(Unauthorized):
+    """The password was right and the account has a second factor: finish at POST /login/mfa."""
+
+    code = "mfa_required"
+    detail = "A second factor is required; send it to /login/mfa with the mfa_token."
+
+
+class InvalidMfaToken(Unauthorized):
+    """An mfa_token that is unknown, used, expired, or issued under another password."""
+
+    code = "invalid_mfa_token"
+    detail = "The mfa_token is not valid; sign in again."
+
+
+class InvalidMfaCode(BadRequest):
+    """A wrong, replayed or out-of-window TOTP code, or a wrong or used recovery code."""
+
+    code = "invalid_mfa_code"
+    detail = "The code is not valid."
+
+
+class MfaAlreadyEnabled(Conflict):
+    """The account already has a confirmed second factor."""
+
+    code = "mfa_already_enabled"
+    detail = "A second factor is already enabled; disable it first."
+
+
+class MfaNotEnabled(Conflict):
+    """The account has no confirmed second factor (nor, for confirmation, a pending enrolment)."""
+
+    code = "mfa_not_enabled"
+    detail = "No second factor is enabled for this account."
+
+
+class MfaNotPending(Conflict):
+    """Confirmation without an enrolment started by POST /me/mfa/totp."""
+
+    code = "mfa_not_pending"
+    detail = "No enrolment is pending; start one with POST /me/mfa/totp."
+
+
 class ServiceUnavailable(AppError):
     """A dependency (the database) is down; try again later."""
 
@@ -215,6 +263,13 @@ class EmailNotVerified(Forbidden):
     detail = "Verify your email address first; the link is in the mail we sent."
 
 
+class MfaUnavailable(ServiceUnavailable):
+    """TOTP secrets cannot be encrypted or read: ENCRYPTION_KEY is unset, or lacks the key a secret needs."""
+
+    code = "mfa_unavailable"
+    detail = "The second factor is unavailable on this server; try again later or use a recovery code."
+
+
 # Werkzeug's HTTP errors mapped to stable codes.
 HTTP_CODES = {
     400: "bad_request",
@@ -251,9 +306,12 @@ def problem(
     *,
     errors: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
-    """Render an RFC 9457 problem document with the service's envelope."""
+    """Render an RFC 9457 problem document with the service's envelope (and any extension members)."""
+    g.problem_code = code  # the per-IP failure budgets tell failures apart by code (app/ratelimit.py)
     body: dict[str, Any] = {
+        **(extensions or {}),
         "success": False,
         "status": status,
         "title": HTTPStatus(status).phrase,
@@ -272,7 +330,9 @@ def problem(
 
 def handle_app_error(error: AppError) -> Response:
     """Render a domain error."""
-    return problem(error.status, error.code, error.detail, errors=error.errors, headers=error.headers)
+    return problem(
+        error.status, error.code, error.detail, errors=error.errors, headers=error.headers, extensions=error.extensions
+    )
 
 
 def handle_http_exception(error: HTTPException) -> Response:

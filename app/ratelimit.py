@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
@@ -35,10 +35,15 @@ log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0  # while in fallback, ask the storage at most this often whether it is back
 
 FAILURE_STATUSES = frozenset({401, 403, 409})
+# A wrong second factor is a 400 (invalid input, API.md) but a failed secret check all the same.
+FAILED_SECRET_CODES = frozenset({"invalid_mfa_code"})
+# A 401 that is no failure: the password was right and the second factor is asked for next.
+NOT_FAILURES = frozenset({"mfa_required"})
 
 # endpoint → (config key of the limit on every request, config key of the failure budget)
 LIMITED_ENDPOINTS = {
     "auth.login": ("RATELIMIT_LOGIN", None),
+    "auth.login_mfa": ("RATELIMIT_LOGIN", None),
     "auth.signup": ("RATELIMIT_SIGNUP", "RATELIMIT_SIGNUP_FAILURES"),
     "auth.refresh": ("RATELIMIT_REFRESH", "RATELIMIT_REFRESH_FAILURES"),
     # Mail endpoints: a ceiling per IP; the per-address budget of mails is mail_address_limit below.
@@ -49,13 +54,26 @@ LIMITED_ENDPOINTS = {
 }
 # Every endpoint that checks a password spends one per-IP failure budget (RATELIMIT_LOGIN_FAILURES):
 # a stolen access token must not turn /me/password or DELETE /me into a faster password oracle
-# than /login (ASVS 2.2.1).
-PASSWORD_CHECKS = ("auth.login", "me.change_password", "me.delete_me", "users.delete_user")
+# than /login (ASVS 2.2.1). The endpoints that check a second factor spend it too.
+PASSWORD_CHECKS = (
+    "auth.login",
+    "auth.login_mfa",
+    "me.change_password",
+    "me.delete_me",
+    "users.delete_user",
+    "mfa.enrol",
+    "mfa.confirm",
+    "mfa.disable",
+    "mfa.regenerate_codes",
+)
 
 
 def _failed(response) -> bool:
-    """Whether a response counts against a failure budget."""
-    return response.status_code in FAILURE_STATUSES
+    """Whether a response counts against a failure budget (the problem's code, set by app/errors.py)."""
+    code = g.get("problem_code")
+    if code in NOT_FAILURES:
+        return False
+    return response.status_code in FAILURE_STATUSES or code in FAILED_SECRET_CODES
 
 
 def _answered(response) -> bool:

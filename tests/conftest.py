@@ -15,7 +15,18 @@ from sqlalchemy import delete
 
 from app import create_app
 from app.extensions import db
-from app.models import AccountToken, AuditEvent, LoginThrottle, OutboxMessage, RevokedToken, Session, User
+from app.models import (
+    AccountToken,
+    AuditEvent,
+    LoginThrottle,
+    MfaChallenge,
+    OutboxMessage,
+    RecoveryCode,
+    RevokedToken,
+    Session,
+    TotpCredential,
+    User,
+)
 from tests.databases import BACKENDS, IN_CI, selected_backends
 
 PASSWORD = "correct horse battery staple"
@@ -86,7 +97,18 @@ def app(base_app):
     yield base_app
     with base_app.app_context():
         db.session.remove()
-        for model in (AuditEvent, LoginThrottle, OutboxMessage, AccountToken, RevokedToken, Session, User):
+        for model in (
+            AuditEvent,
+            LoginThrottle,
+            OutboxMessage,
+            AccountToken,
+            MfaChallenge,
+            RecoveryCode,
+            TotpCredential,
+            RevokedToken,
+            Session,
+            User,
+        ):
             db.session.execute(delete(model))
         db.session.commit()
 

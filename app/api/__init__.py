@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import audit, auth, docs, me, meta, recovery, users
+from app.api import audit, auth, docs, me, meta, mfa, recovery, users
 from app.api.base import Api, ProblemResponses, ServerRelativePaths
 
-BLUEPRINTS = (auth.blp, me.blp, recovery.blp, users.blp, audit.blp, meta.blp)
+BLUEPRINTS = (auth.blp, me.blp, mfa.blp, recovery.blp, users.blp, audit.blp, meta.blp)
 API_DESCRIPTION = """Accounts and JWTs.
 
 * Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;
@@ -35,6 +35,12 @@ API_DESCRIPTION = """Accounts and JWTs.
   `mail_unavailable` from the endpoints that must send one) the change is immediate and unverified.
 * `EMAIL_VERIFICATION=required`: a login before the address is verified is 403 email_not_verified.
 * User and session ids are UUIDs; a malformed id is a 404 like an unknown one.
+* Second factor (TOTP, RFC 6238, with 10 single-use recovery codes): `POST /me/mfa/totp` then
+  `POST /me/mfa/totp/confirm`. Then `POST /login` answers 401 `mfa_required` with an `mfa_token`,
+  and `POST /login/mfa` finishes the login. Access tokens carry `amr`: `["pwd"]`, or
+  `["pwd", "otp"]` after a second factor (a recovery code counts as "otp" too); refreshing keeps
+  it; `/checkToken` answers it and `/validate` sends it as `X-User-Amr`. Wrong codes count
+  against the same per-account throttle as wrong passwords.
 """
 
 

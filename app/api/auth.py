@@ -27,7 +27,8 @@ from app.schemas.auth import (
     TokenResponseSchema,
     ValidateResponseSchema,
 )
-from app.services import accounts, tokens
+from app.schemas.mfa import LoginMfaRequestSchema, MfaRequiredSchema
+from app.services import accounts, mfa, tokens
 
 blp = Blueprint("auth", __name__, description="Accounts and tokens")
 
@@ -48,11 +49,35 @@ def signup(args):
 @blp.route("/login", methods=["POST"])
 @blp.arguments(LoginRequestSchema)
 @blp.response(200, LoginResponseSchema)
-@blp.problem(401, "invalid_credentials")
+@blp.problem(
+    401,
+    "invalid_credentials; or, for an account with a second factor, `mfa_required` with `mfa_token` "
+    "and `mfa_methods` (no tokens yet: finish at POST /login/mfa)",
+    schema=MfaRequiredSchema,
+)
 @blp.problem(403, "account_disabled")
 def login(args):
-    """Sign in with email or username and password; opens a new session."""
+    """Sign in with email or username and password; opens a new session (access tokens: `amr: ["pwd"]`).
+
+    An account with a second factor gets 401 `mfa_required` instead, with an `mfa_token`
+    (single use, 5 minutes, void when the password changes) for POST /login/mfa.
+    """
     user, pair = accounts.login(**args, **client_info())
+    return {"user": user, **pair.as_dict()}
+
+
+@blp.route("/login/mfa", methods=["POST"])
+@blp.arguments(LoginMfaRequestSchema)
+@blp.response(200, LoginResponseSchema)
+@blp.problem(400, "invalid_mfa_code: wrong, replayed or out-of-window code, or a wrong or used recovery code")
+@blp.problem(401, "invalid_mfa_token: unknown, used, expired, or issued before a password change")
+@blp.problem(503, "mfa_unavailable: TOTP secrets cannot be read on this server (a recovery code still works)")
+def login_mfa(args):
+    """Finish a two-step login with a TOTP `code` or a `recovery_code`: the /login answer, `amr: ["pwd", "otp"]`.
+
+    Wrong codes count against the account's login throttle like wrong passwords (429 too_many_attempts).
+    """
+    user, pair = mfa.complete_login(**args, **client_info())
     return {"user": user, **pair.as_dict()}
 
 
@@ -106,6 +131,10 @@ def check_token(args):
             "schema": {"type": "string"},
         },
         "X-User-Roles": {"description": "The user's roles, comma-separated.", "schema": {"type": "string"}},
+        "X-User-Amr": {
+            "description": 'comma-separated RFC 8176 methods: "pwd", or "pwd,otp" after a second factor',
+            "schema": {"type": "string"},
+        },
     },
 )
 @blp.problem(401)

@@ -65,11 +65,11 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = Parser()
 
-    def problem(self, status: int, description: str | None = None):
+    def problem(self, status: int, description: str | None = None, *, schema=ProblemSchema):
         """Document an error response: a problem+json document, `description` naming its codes."""
         return self.alt_response(
             status,
-            schema=ProblemSchema,
+            schema=schema,
             description=description or HTTPStatus(status).phrase,
             content_type=PROBLEM_MIMETYPE,
         )
@@ -84,7 +84,16 @@ class ProblemResponses(BasePlugin):
     """
 
     RATE_LIMITED = frozenset(
-        {"/login", "/signup", "/refresh", "/checkToken", "/password/forgot", "/password/reset", "/email/verify"}
+        {
+            "/login",
+            "/login/mfa",
+            "/signup",
+            "/refresh",
+            "/checkToken",
+            "/password/forgot",
+            "/password/reset",
+            "/email/verify",
+        }
     )
 
     def operation_helper(self, path=None, operations=None, **kwargs):
@@ -252,6 +261,7 @@ def identity_headers(verified: tokens.VerifiedToken) -> list[tuple[str, str]]:
         ("X-User-Id", str(verified.user_id)),
         ("X-User-Email", quote(verified.email, safe=_EMAIL_HEADER_SAFE)),
         ("X-User-Roles", ",".join(verified.roles)),
+        ("X-User-Amr", ",".join(verified.amr)),
     ]
 
 

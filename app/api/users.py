@@ -11,7 +11,7 @@ from app.schemas.users import (
     UserListSchema,
     UserUpdateSchema,
 )
-from app.services import users
+from app.services import mfa, users
 
 blp = Blueprint("users", __name__, description="User management")
 
@@ -82,3 +82,16 @@ def delete_user(args, user_id):
     """Delete a user and all their tokens (admins; or the user themself, with their password as for DELETE /me)."""
     users.delete_user(actor=caller(), target_id=user_id, password=args.get("password"))
     return {"message": "User deleted."}
+
+
+@blp.route("/users/<user_id>/mfa", methods=["DELETE"])
+@admin_required
+@blp.response(200, MessageResponseSchema)
+@blp.problem(403, "forbidden: not an admin, or one's own account (use DELETE /me/mfa)")
+@blp.problem(404)
+@blp.problem(409, "mfa_not_enabled")
+@blp.doc(security=BEARER_SECURITY)
+def remove_mfa(user_id):
+    """Remove a user's second factor (admins; the user lost it): audited, and the user is told."""
+    mfa.remove_by_admin(actor=caller(), target_id=user_id)
+    return {"message": "Second factor removed."}

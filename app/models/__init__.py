@@ -3,6 +3,7 @@
 from app.models.account_token import AccountToken
 from app.models.audit import AuditEvent
 from app.models.base import Base, UTCDateTime, utcnow
+from app.models.mfa import MfaChallenge, RecoveryCode, TotpCredential
 from app.models.outbox import OutboxMessage
 from app.models.revocation import RevokedToken
 from app.models.session import Session
@@ -13,11 +14,14 @@ __all__ = [
     "ROLES",
     "AccountToken",
     "AuditEvent",
-    "OutboxMessage",
     "Base",
     "LoginThrottle",
+    "MfaChallenge",
+    "OutboxMessage",
+    "RecoveryCode",
     "RevokedToken",
     "Session",
+    "TotpCredential",
     "UTCDateTime",
     "User",
     "utcnow",

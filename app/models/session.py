@@ -27,3 +27,6 @@ class Session(Base):
     user_agent: Mapped[str | None] = mapped_column(String(255))
     ip: Mapped[str | None] = mapped_column(String(45))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How the login proved itself (RFC 8176 values, comma-separated: "pwd" or "pwd,otp"): every
+    # access token of the session carries it as `amr`, refreshed ones too.
+    amr: Mapped[str] = mapped_column(String(32), default="pwd", server_default="pwd")

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, CheckConstraint, String, Uuid
+from sqlalchemy import Boolean, CheckConstraint, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -33,6 +33,9 @@ class User(UserMixin, Base):
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     # A new address asked for through PATCH /me, until its confirmation link is followed.
     pending_email: Mapped[str | None] = mapped_column(String(254))
+    # A confirmed second factor (app/services/mfa.py). On the row itself so that /login learns it
+    # from the user it loads anyway: no extra query for the accounts without one.
+    mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Tokens issued before this instant are void (password reset by an admin, deactivation).
     tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -46,11 +49,6 @@ class User(UserMixin, Base):
     def roles(self) -> list[str]:
         """The roles claim: a user has exactly one role."""
         return [self.role]
-
-    @property
-    def mfa_enabled(self) -> bool:
-        """Whether a second factor is on: never, until MFA exists (docs/CONTRACT.md "Second factor")."""
-        return False
 
     def __repr__(self) -> str:
         """Never include the password hash."""

@@ -108,6 +108,10 @@ class TokenResponseSchema(Schema):
     expires_at = fields.DateTime()
     jti = fields.String()
     sid = fields.String()
+    amr = fields.List(
+        fields.String(),
+        metadata={"description": 'RFC 8176 methods of the login: ["pwd"], or ["pwd", "otp"] after a second factor'},
+    )
     reason = fields.String(
         metadata={
             "enum": ["expired", "revoked", "invalid", "wrong_type", "user_inactive"],

@@ -36,7 +36,7 @@ class UserSchema(Schema):
     pending_email = fields.String(
         allow_none=True, metadata={"description": "A new address waiting for its confirmation link, else null"}
     )
-    mfa_enabled = fields.Boolean(metadata={"description": "Whether a second factor is on"})
+    mfa_enabled = fields.Boolean(metadata={"description": "A second factor (TOTP) is on for this account"})
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.errors import AccountDisabled, EmailNotVerified, InvalidCredentials, NotFound
 from app.extensions import db
 from app.models import Session, User, utcnow
-from app.services import audit, credentials, passwords, recovery, throttle, tokens, users
+from app.services import audit, credentials, mfa, passwords, recovery, throttle, tokens, users
 
 
 def signup(
@@ -54,7 +54,8 @@ def login(
 ) -> tuple[User, tokens.TokenPair]:
     """Check credentials and open a session.
 
-    Raises InvalidCredentials, AccountDisabled, EmailNotVerified (EMAIL_VERIFICATION=required), TooManyAttempts.
+    Raises InvalidCredentials, AccountDisabled, EmailNotVerified (EMAIL_VERIFICATION=required),
+    TooManyAttempts, and MfaRequired (no session yet) for an account with a second factor.
 
     An unknown account costs one hash verification too, and both failures give the same
     error, so neither the answer nor its timing tells whether the account exists (ASVS 2.2.x).
@@ -77,7 +78,11 @@ def login(
     if not matches:
         audit.record_now("login_failed", target_id=user.id, reason="wrong_password")
         raise InvalidCredentials()
-    throttle.record_success(subject)
+    # With a second factor the password is half of the login: the attempt stays counted until
+    # /login/mfa settles it, or a known password would reset the count between code guesses.
+    # (mfa_enabled is a column of the row just loaded: no extra query for anyone.)
+    if not user.mfa_enabled:
+        throttle.record_success(subject)
     if not user.is_active:
         audit.record_now("login_failed", target_id=user.id, reason="account_disabled")
         raise AccountDisabled()
@@ -88,6 +93,8 @@ def login(
     needs_rehash = credentials.hold(user, verified_hash, password, needs_rehash)
     if needs_rehash:
         user.password_hash = passwords.hash_password(password)
+    if user.mfa_enabled:
+        mfa.challenge(user)  # raises MfaRequired with the mfa_token
     pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
     audit.record("login_succeeded", actor_id=user.id, target_id=user.id, rehashed=needs_rehash)
     db.session.commit()

@@ -44,6 +44,14 @@ EVENTS = (
     "email_verified",
     "email_change_requested",
     "email_changed",
+    "mfa_enrolment_started",
+    "mfa_enabled",
+    "mfa_disabled",
+    "mfa_removed_by_admin",
+    "mfa_challenge_issued",
+    "mfa_failed",
+    "recovery_code_used",
+    "recovery_codes_regenerated",
 )
 
 _origin: ContextVar[tuple[str | None, str | None]] = ContextVar("audit_origin", default=(None, None))

@@ -32,15 +32,7 @@ def hold(user: User, verified_hash: str, password: str, needs_rehash: bool) -> b
     InvalidCredentials, AccountDisabled.
     """
     for _ in range(3):
-        # A write that changes nothing: it takes the row lock (every database) and tells
-        # whether the row still holds the hash that was verified.
-        held = db.session.execute(
-            update(User)
-            .where(User.id == user.id, User.password_hash == verified_hash, User.is_active.is_(True))
-            .values(password_hash=User.password_hash, updated_at=User.updated_at)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if held == 1:
+        if _still_holds(user, verified_hash):
             return needs_rehash
         db.session.rollback()
         db.session.refresh(user)
@@ -55,12 +47,42 @@ def hold(user: User, verified_hash: str, password: str, needs_rehash: bool) -> b
     raise ServiceUnavailable("The account is changing; try again.", code="account_busy")
 
 
-def require_password(user: User, password: str) -> None:
+def _still_holds(user: User, verified_hash: str) -> bool:
+    """Lock the user's row if it still holds `verified_hash` and is active; tell whether it did.
+
+    A write that changes nothing: it takes the row lock (every database) and tells whether the
+    row still holds the hash that was verified.
+    """
+    held = db.session.execute(
+        update(User)
+        .where(User.id == user.id, User.password_hash == verified_hash, User.is_active.is_(True))
+        .values(password_hash=User.password_hash, updated_at=User.updated_at)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return held == 1
+
+
+def hold_verified(user: User, verified_hash: str) -> bool:
+    """hold() for a login whose password was verified in an earlier request (the two-step login).
+
+    The password itself is gone by then, so a change that committed meanwhile cannot be judged
+    again: the login fails instead (False). True: the row is locked until commit.
+    """
+    if _still_holds(user, verified_hash):
+        return True
+    db.session.rollback()
+    return False
+
+
+def require_password(user: User, password: str, *, settle: bool = True) -> None:
     """Raise InvalidCredentials unless `password` is the user's current password.
 
     Every re-authentication (POST /me/password, DELETE /me, deleting one's own account through
-    /users) is a password check like a login, so it counts against the same per-account throttle
-    (ASVS 2.2.1); the per-IP failure budget is shared with /login too (app/ratelimit.py).
+    /users, the /me/mfa endpoints) is a password check like a login, so it counts against the
+    same per-account throttle (ASVS 2.2.1); the per-IP failure budget is shared with /login too
+    (app/ratelimit.py). `settle=False` leaves the attempt counted as a failure for a caller that
+    checks a second secret next and settles it (throttle.record_success) only when both were
+    right: otherwise a known password would reset the count between guesses of a code.
     Raises TooManyAttempts while the account waits.
     """
     key = subject(user, "")
@@ -71,7 +93,8 @@ def require_password(user: User, password: str) -> None:
     if not matches:
         audit.record_now("reauthentication_failed", actor_id=user.id, target_id=user.id)
         raise InvalidCredentials("The current password is incorrect.")
-    throttle.record_success(key)
+    if settle:
+        throttle.record_success(key)
 
 
 def release_connection() -> None:

@@ -31,6 +31,10 @@ from app.services.keys import KeyRing
 
 ACCESS = "access"
 REFRESH = "refresh"
+# RFC 8176 authentication method references: a password alone, or a password and a second factor
+# (TOTP or a recovery code: both are one-time secrets, "otp"; app/services/mfa.py says why).
+AMR_PASSWORD = ("pwd",)
+AMR_SECOND_FACTOR = ("pwd", "otp")
 # RFC 8725 3.9 / 3.11: every claim we rely on must be present; a token lacking one is invalid.
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss", "sid"]
 
@@ -66,6 +70,7 @@ class VerifiedToken:
     fresh: bool
     expires_at: datetime
     claims: Mapping[str, Any]
+    amr: tuple[str, ...] = AMR_PASSWORD
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +94,15 @@ class TokenPair:
 
 
 def issue_pair(
-    *, user_id: uuid.UUID, roles: list[str], sid: uuid.UUID, fresh: bool, session_started: datetime
+    *,
+    user_id: uuid.UUID,
+    roles: list[str],
+    sid: uuid.UUID,
+    fresh: bool,
+    session_started: datetime,
+    amr: tuple[str, ...] = AMR_PASSWORD,
 ) -> TokenPair:
-    """Sign an access and a refresh token for session `sid`.
+    """Sign an access and a refresh token for session `sid`; the access token says how the login proved itself (`amr`).
 
     The refresh token never outlives the session's absolute lifetime (SESSION_MAX_LIFETIME from
     the login), so rotating it forever does not keep a session alive forever.
@@ -106,7 +117,7 @@ def issue_pair(
     access = create_access_token(
         identity=str(user_id),
         fresh=fresh,
-        additional_claims={"roles": roles, "sid": str(sid)},
+        additional_claims={"roles": roles, "sid": str(sid), "amr": list(amr)},
     )
     refresh = create_refresh_token(
         identity=str(user_id),
@@ -133,6 +144,7 @@ class CheckedToken:
     user_id: uuid.UUID | None  # sub and sid parsed, None when not UUIDs
     sid: uuid.UUID | None
     expires_at: datetime
+    amr: tuple[str, ...]
 
 
 def decode(token: str) -> Mapping[str, Any]:
@@ -206,6 +218,10 @@ def _check(token: str) -> CheckedToken:
         raise InvalidToken("invalid") from None
     if not all(isinstance(claims[name], str) for name in ("sub", "jti", "sid", "type")):
         raise InvalidToken("invalid")
+    # Tokens signed before `amr` existed proved a password only; a malformed amr is no token of ours.
+    amr = claims.get("amr", AMR_PASSWORD)
+    if not isinstance(amr, list | tuple) or not all(isinstance(method, str) for method in amr):
+        raise InvalidToken("invalid")
     # PyJWT has just checked that the times convert.
     exp = int(claims["exp"])
     return CheckedToken(
@@ -216,6 +232,7 @@ def _check(token: str) -> CheckedToken:
         user_id=_uuid_or_none(claims["sub"]),
         sid=_uuid_or_none(claims["sid"]),
         expires_at=datetime.fromtimestamp(exp, UTC),
+        amr=tuple(amr),
     )
 
 
@@ -345,6 +362,7 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
         fresh=bool(claims.get("fresh", False)),
         expires_at=found.expires_at,
         claims=claims,
+        amr=found.amr,
     )
 
 
@@ -374,14 +392,17 @@ def check_token(token: str) -> dict[str, Any]:
         "expires_at": verified.expires_at,
         "jti": verified.jti,
         "sid": str(verified.sid),
+        "amr": list(verified.amr),
     }
 
 
-def start_session(user: User, *, user_agent: str | None, ip: str | None, fresh: bool) -> TokenPair:
+def start_session(
+    user: User, *, user_agent: str | None, ip: str | None, fresh: bool, amr: tuple[str, ...] = AMR_PASSWORD
+) -> TokenPair:
     """Open a session for `user` and issue its first pair; the caller commits."""
     now = utcnow()
     sid = uuid.uuid4()
-    pair = issue_pair(user_id=user.id, roles=user.roles, sid=sid, fresh=fresh, session_started=now)
+    pair = issue_pair(user_id=user.id, roles=user.roles, sid=sid, fresh=fresh, session_started=now, amr=amr)
     db.session.add(
         Session(
             id=sid,
@@ -392,6 +413,7 @@ def start_session(user: User, *, user_agent: str | None, ip: str | None, fresh: 
             expires_at=pair.refresh_expires_at,
             user_agent=(user_agent or "")[:255] or None,
             ip=(ip or "")[:45] or None,
+            amr=",".join(amr),
         )
     )
     observability.count_issued_pair()  # before the caller commits: a failed commit overcounts by one
@@ -405,11 +427,17 @@ def rotate(refresh_token: str) -> TokenPair:
     The swap is one conditional UPDATE, so of simultaneous uses at most one wins.
     """
     verified = verify_token(refresh_token, expected_type=REFRESH)
-    started = db.session.scalar(select(Session.created_at).where(Session.id == verified.sid))
-    if started is None:
+    session = db.session.execute(select(Session.created_at, Session.amr).where(Session.id == verified.sid)).first()
+    if session is None:
         raise InvalidToken("revoked")
+    # The session keeps the amr of its login: a refresh proves nothing new, and loses nothing.
     pair = issue_pair(
-        user_id=verified.user_id, roles=verified.roles, sid=verified.sid, fresh=False, session_started=started
+        user_id=verified.user_id,
+        roles=verified.roles,
+        sid=verified.sid,
+        fresh=False,
+        session_started=session.created_at,
+        amr=tuple(session.amr.split(",")),
     )
     swapped = db.session.execute(
         update(Session)
