@@ -135,10 +135,18 @@ def test_cached_check_asks_the_database_nothing(workers):
     app = workers[0]
     user = app.test_client().post("/signup", json={"email": "c@example.com", "password": PASSWORD, "name": "C"})
     token = user.get_json()["access_token"]
-    assert checks(app, token)["valid"] is True  # fills the cache
     statements = count_queries(app)
-    for _ in range(5):
-        assert checks(app, token)["valid"] is True
+    # The signup's own notification reaches the listener a moment later and may drop the entry
+    # the first check filled (on a loaded machine it does): allow that, a bounded number of times.
+    deadline = time.monotonic() + 3
+    while True:
+        assert checks(app, token)["valid"] is True  # fills the cache (again, if it was dropped)
+        statements.clear()
+        for _ in range(5):
+            assert checks(app, token)["valid"] is True
+        if statements == [] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert statements == []
 
 
