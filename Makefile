@@ -33,6 +33,7 @@ run: migrate cert
 ## make test: virtualenv, install, run the whole suite (SQLite always; PostgreSQL and MariaDB when reachable, required when CI=true)
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
