@@ -87,7 +87,10 @@ def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig
 
 def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
+    from flask_cors.core import get_cors_options
+
     from app.extensions import cors, db, jwt, login_manager
+    from app.http import NoCookieSession, cors_settings
     from app.outage import init_outage
     from app.services import keys, revocations, secretbox, tokens
 
@@ -99,17 +102,13 @@ def register_extensions(app: Flask) -> None:
     if app.extensions["jwt_keys"].problem:
         app.logger.error("signing keys unavailable: %s", app.extensions["jwt_keys"].problem)
     login_manager.init_app(app)
-    # Tokens travel as Bearer headers; Flask's cookie session is never written.
+    # Tokens travel as Bearer headers; Flask's cookie session is never read or written.
     login_manager.session_protection = None
-    # An explicit allow-list; no credentials mode, so never "*" with credentials.
-    cors.init_app(
-        app,
-        resources={r"/*": {"origins": app.config["CORS_ORIGINS"]}},
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
-        supports_credentials=False,
-        max_age=600,
-    )
+    app.session_interface = NoCookieSession()
+    settings = cors_settings(app.config["CORS_ORIGINS"])
+    cors.init_app(app, **settings)
+    # The same options, resolved as Flask-CORS resolves them, for the fast path's answers (app/hotpath.py).
+    app.extensions["cors_options"] = get_cors_options(app, settings)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
@@ -175,7 +174,7 @@ def register_hooks(app: Flask) -> None:
     """Body checks before each request; request id, caching and security headers after."""
     from app.api.base import check_body, check_query, remember_origin
     from app.errors import request_id
-    from app.http import HSTS, NO_STORE, SECURITY_HEADERS
+    from app.http import envelope_headers
     from app.observability import init_observability
 
     init_observability(app)
@@ -186,13 +185,8 @@ def register_hooks(app: Flask) -> None:
     @app.after_request
     def _headers(response):
         """Every response: request id, security headers, and no caching unless a view allowed it."""
-        response.headers["X-Request-ID"] = request_id()
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if "Cache-Control" not in response.headers:
-            response.headers.update(NO_STORE)
-        if request.is_secure:
-            response.headers.setdefault(*HSTS)
+        for name, value in envelope_headers(response.headers, request_id(), https=request.is_secure):
+            response.headers[name] = value
         return response
 
 

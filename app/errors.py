@@ -299,17 +299,20 @@ def request_id() -> str:
     return rid
 
 
-def problem(
+def problem_body(
     status: int,
     code: str,
     detail: str,
     *,
+    request_id: str,
     errors: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
     extensions: dict[str, Any] | None = None,
-) -> Response:
-    """Render an RFC 9457 problem document with the service's envelope (and any extension members)."""
-    g.problem_code = code  # the per-IP failure budgets tell failures apart by code (app/ratelimit.py)
+) -> dict[str, Any]:
+    """An RFC 9457 problem document with the service's envelope (and any extension members).
+
+    The one builder of error bodies: Flask's handlers and the verification fast path (app/hotpath.py)
+    both render through it.
+    """
     body: dict[str, Any] = {
         **(extensions or {}),
         "success": False,
@@ -321,7 +324,29 @@ def problem(
     if errors:
         body["errors"] = errors
     if status >= 500:
-        body["request_id"] = request_id()
+        body["request_id"] = request_id
+    return body
+
+
+def error_body(error: AppError, request_id: str) -> dict[str, Any]:
+    """The problem document of a domain error."""
+    return problem_body(
+        error.status, error.code, error.detail, request_id=request_id, errors=error.errors, extensions=error.extensions
+    )
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
+) -> Response:
+    """A problem+json response for the current Flask request."""
+    g.problem_code = code  # the per-IP failure budgets tell failures apart by code (app/ratelimit.py)
+    body = problem_body(status, code, detail, request_id=request_id(), errors=errors, extensions=extensions)
     response = current_app.response_class(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -369,17 +394,25 @@ def _malformed_body(error: Exception) -> bool:
     return isinstance(error, ParseException | NoMoreData)
 
 
+def as_app_error(error: Exception, request_id: str) -> AppError:
+    """What an unexpected exception is answered with: 503 for a database outage, else a logged 500.
+
+    An outage is expected in operation (down, or past DATABASE_STATEMENT_TIMEOUT): one line, no
+    traceback (app/outage.py). Anything else is a bug: its traceback is logged, never sent (ASVS 7.4.1).
+    """
+    if isinstance(error, DATABASE_DOWN) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+        current_app.extensions["database_outage"].failed(error, request_id)
+        return ServiceUnavailable()
+    log.exception("unhandled error [request_id=%s]", request_id, exc_info=error)
+    return AppError()
+
+
 def handle_unexpected(error: Exception) -> Response:
-    """Answer 503 for a database outage (one line, app/outage.py) and a bare 500, with its traceback, otherwise."""
+    """Answer a malformed body 400, and anything else as as_app_error says."""
     if _malformed_body(error):
         # gunicorn raises while the view reads a malformed chunked body: the client's fault, a 400.
         return problem(400, "bad_request", "The request body is not valid HTTP framing (chunked encoding).")
-    if isinstance(error, DATABASE_DOWN) or (isinstance(error, DBAPIError) and error.connection_invalidated):
-        # Expected in operation (down, or past DATABASE_STATEMENT_TIMEOUT): no traceback.
-        current_app.extensions["database_outage"].failed(error, request_id())
-        return handle_app_error(ServiceUnavailable())
-    log.exception("unhandled error [request_id=%s]", request_id(), exc_info=error)
-    return problem(500, "internal_error", "The server could not complete the request.")
+    return handle_app_error(as_app_error(error, request_id()))
 
 
 def register_errorhandlers(app: Flask) -> None:

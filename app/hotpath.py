@@ -1,35 +1,53 @@
-"""The hot path: /checkToken and /validate answered without Flask's per-request machinery.
+"""The verification endpoints, /checkToken and /validate: every answer built once, served before Flask.
 
-Other services call these on every request they serve (docs/DESIGN.md, "The hot path"), so the
-common case (a well-formed request, no CORS) is served here: parse with orjson, apply the
-per-address limit, call the one verification function (tokens.check_token / verify_token,
-which consults the revocation view), and answer with the same body and headers as the Flask
-view. Anything else (an Origin header, a query string, an odd body, an invalid token at
-/validate, any exception such as a database outage) is handed to the full Flask stack
-untouched, which produces the contract's answer, errors included. tests/test_hotpath.py holds
-the two paths to the same answers.
+Other services call these on every request they serve (docs/DESIGN.md, "The hot path"). Two
+things live here:
+
+- `check_token_answer` and `validate_answer` build every answer these endpoints give once the
+  token is in hand: the 200s, the `X-User-*` headers, the 429 of the per-address limit, the 401s
+  of /validate, the 503 of a database outage. They are the only implementation: the Flask views
+  (app/api/auth.py) call them too.
+- `HotPath`, WSGI middleware in front of Flask, takes every well-formed request to these two
+  paths (CORS included, through Flask-CORS's own functions), calls the same builders, and adds
+  the same envelope (app/http.py) and the same record (app/observability.py) as Flask's hooks.
+
+What the middleware hands to Flask untouched is what is not a verification answer: a body that
+is not a plain JSON object of one `token` string (Flask's request rules answer 400/413/415/422), a
+chunked body, a query string, a method other than POST /checkToken and GET /validate (405, the
+CORS preflight, HEAD). Nothing is verified or counted twice. tests/test_hotpath.py holds the two
+paths to the same answers, every header compared, under the shipped configuration.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 import orjson
-from flask import Flask
+from flask import Flask, current_app, json
+from werkzeug.datastructures import EnvironHeaders
 
-from app.api.base import identity_headers, unstorable
-from app.http import HSTS, JSON_CONTENT_TYPE, NO_STORE, SECURITY_HEADERS, choose_request_id
-from app.observability import LATENCY, REQUESTS
+from app.errors import PROBLEM_CONTENT_TYPE, AppError, TokenError, as_app_error, error_body
+from app.http import (
+    JSON_CONTENT_TYPE,
+    bearer,
+    choose_request_id,
+    cors_headers,
+    envelope_headers,
+    identity_headers,
+    unstorable,
+)
+from app.observability import record
 from app.services import tokens
 
-log = logging.getLogger("app.requests")
-MAX_TOKEN_LENGTH = 8192
-Answer = tuple[str, list[tuple[str, str]], bytes]
+MAX_TOKEN_LENGTH = 8192  # the body field's bound (app/schemas/auth.py); a longer one is Flask's 400
+# status, headers, body: an answer before the envelope (request id, security headers, CORS) is added.
+Answer = tuple[int, list[tuple[str, str]], bytes]
+STATUS_LINES = {status.value: f"{status.value} {status.phrase.upper()}" for status in HTTPStatus}  # as werkzeug
 
 
 def _default(value: Any) -> Any:
@@ -37,6 +55,54 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError
+
+
+def _json(status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> Answer:
+    """A JSON answer."""
+    return status, [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(body))), *headers], body
+
+
+def _problem(error: AppError, request_id: str) -> Answer:
+    """An error's problem+json answer (the body from app/errors.py, as Flask's handlers render it)."""
+    body = json.dumps(error_body(error, request_id)).encode()
+    return (
+        error.status,
+        [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(body))), *error.headers.items()],
+        body,
+    )
+
+
+def _failure(error: Exception, request_id: str) -> Answer:
+    """A domain error as itself; anything else (a database outage, a bug) as app/errors.py says."""
+    return _problem(error if isinstance(error, AppError) else as_app_error(error, request_id), request_id)
+
+
+def check_token_answer(token: str, address: str | None, request_id: str) -> Answer:
+    """The /checkToken answer for `token` from `address` (inside an app context)."""
+    wait = current_app.extensions["checktoken_limit"].retry_after(address)
+    if wait is not None:
+        from app.ratelimit import RateLimited
+
+        return _problem(RateLimited(wait), request_id)
+    try:
+        result = tokens.check_token(token)
+    except Exception as error:
+        return _failure(error, request_id)
+    return _json(200, orjson.dumps(result, default=_default, option=orjson.OPT_SORT_KEYS))
+
+
+VALIDATED = b'{"success":true}'
+
+
+def validate_answer(token: str | None, request_id: str) -> Answer:
+    """The /validate answer for the Bearer credential `token` (None when there is none)."""
+    try:
+        if token is None:
+            raise TokenError("An access token is required.", code="missing_token")
+        verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
+    except Exception as error:
+        return _failure(error, request_id)
+    return _json(200, VALIDATED, identity_headers(verified))
 
 
 class HotPath:
@@ -50,124 +116,64 @@ class HotPath:
         self.check_path = f"{prefix}/checkToken"
         self.validate_path = f"{prefix}/validate"
         self.max_body = app.config["MAX_CONTENT_LENGTH"]
-        self.limit = app.extensions["checktoken_limit"]
-        self.base_headers = [*SECURITY_HEADERS.items(), *NO_STORE.items()]
-        self.observe = {
-            self.check_path: (REQUESTS.labels(self.check_path, "POST", "200"), LATENCY.labels(self.check_path)),
-            self.validate_path: (REQUESTS.labels(self.validate_path, "GET", "200"), LATENCY.labels(self.validate_path)),
-        }
+        self.cors = app.extensions["cors_options"]
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        """Answer the common case here; everything else goes to Flask."""
+        """Answer a well-formed verification request here; everything else goes to Flask."""
         path = environ.get("PATH_INFO")
         method = environ.get("REQUEST_METHOD")
-        answer = None
-        started = time.perf_counter()
-        if path == self.check_path and method == "POST":
-            answer = self._check_token(environ)
-        elif path == self.validate_path and method == "GET":
-            answer = self._validate(environ)
-        if answer is None:
+        if environ.get("QUERY_STRING") or not (
+            (path == self.check_path and method == "POST") or (path == self.validate_path and method == "GET")
+        ):
             return self.inner(environ, start_response)
-        status, headers, body = answer
+        started = time.perf_counter()
+        token = self._body_token(environ) if path == self.check_path else None
+        if token is False:
+            return self.inner(environ, start_response)  # not a plain {"token": "…"}: Flask's rules answer
         request_id = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))
-        headers += [("X-Request-ID", request_id), *self.base_headers]
-        if environ.get("wsgi.url_scheme") == "https":
-            headers.append(HSTS)
-        start_response(status, headers)
-        self._record(environ, path, request_id, started)
+        address = environ.get("REMOTE_ADDR")
+        credential = bearer(environ.get("HTTP_AUTHORIZATION"))
+        with self.app.app_context():
+            if path == self.check_path:
+                token = token or credential
+                if token is None:
+                    return self.inner(environ, start_response)  # missing_token: the view's argument rule
+                status, headers, body = check_token_answer(token, address, request_id)
+            else:
+                status, headers, body = validate_answer(credential, request_id)
+        present = {name for name, _ in headers}
+        headers += envelope_headers(present, request_id, https=environ.get("wsgi.url_scheme") == "https")
+        if self.cors.origins:
+            headers += cors_headers(self.cors, EnvironHeaders(environ), method)
+        start_response(STATUS_LINES[status], headers)
+        record(path, method, status, time.perf_counter() - started, path=path, remote_addr=address,
+               request_id=request_id)  # fmt: skip
         return [body]
 
-    def _plain(self, environ: dict) -> bool:
-        """No CORS and no query string: nothing the Flask stack would treat specially."""
-        return "HTTP_ORIGIN" not in environ and not environ.get("QUERY_STRING")
-
-    def _bearer(self, environ: dict) -> str | None:
-        """The Bearer credential, if any."""
-        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        token = token.strip()
-        return token if scheme.lower() == "bearer" and token else None
-
-    def _body(self, environ: dict) -> bytes | None:
-        """The JSON body, read once and put back for Flask; None when not a plain JSON body."""
+    def _body_token(self, environ: dict) -> str | None | bool:
+        """The body's token: None for no body, False for a body that is not a plain {"token": "…"}."""
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            return False
+        if environ.get("CONTENT_LENGTH") in (None, "", "0"):
+            return None
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
+            length = int(environ["CONTENT_LENGTH"])
         except ValueError:
-            return None
+            return False
         if content_type != "application/json" or not 0 < length <= self.max_body:
-            return None
+            return False
         body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
-        return body
-
-    def _check_token(self, environ: dict) -> Answer | None:
-        """POST /checkToken with {"token": "…"} (or an empty body and a Bearer credential)."""
-        if not self._plain(environ) or environ.get("HTTP_TRANSFER_ENCODING"):
-            return None
-        if environ.get("CONTENT_LENGTH") in (None, "", "0"):
-            token = self._bearer(environ)
-        else:
-            body = self._body(environ)
-            if body is None:
-                return None
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return None
-            if not isinstance(data, dict) or list(data) != ["token"]:
-                return None
-            token = data["token"] or self._bearer(environ)
-        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH or unstorable(token):
-            return None
-        if self.limit.retry_after(environ.get("REMOTE_ADDR")) is not None:
-            return None  # Flask answers the 429 (and counts this request once more, harmlessly)
-        with self.app.app_context():
-            try:
-                result = tokens.check_token(token)
-            except Exception:
-                return None  # e.g. the database is down: Flask answers 503, or whatever applies
-        body = orjson.dumps(result, default=_default, option=orjson.OPT_SORT_KEYS)
-        return "200 OK", [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(body)))], body
-
-    def _validate(self, environ: dict) -> Answer | None:
-        """GET /validate with a valid Bearer access token; any failure is Flask's to answer."""
-        if not self._plain(environ):
-            return None
-        token = self._bearer(environ)
-        if token is None or len(token) > MAX_TOKEN_LENGTH or unstorable(token):
-            return None
-        with self.app.app_context():
-            try:
-                verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
-            except Exception:
-                return None
-        body = b'{"success":true}'
-        return (
-            "200 OK",
-            [
-                ("Content-Type", JSON_CONTENT_TYPE),
-                ("Content-Length", str(len(body))),
-                *identity_headers(verified),
-            ],
-            body,
-        )
-
-    def _record(self, environ: dict, path: str, request_id: str, started: float) -> None:
-        """The same metrics and log line as app/observability.py records for Flask's answers."""
-        elapsed = time.perf_counter() - started
-        counter, histogram = self.observe[path]
-        counter.inc()
-        histogram.observe(elapsed)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": environ.get("REQUEST_METHOD"),
-                    "path": path,
-                    "status": 200,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "remote_addr": environ.get("REMOTE_ADDR"),
-                },
-            )
+        environ["wsgi.input"] = io.BytesIO(body)  # put back, for Flask if it gets the request
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(data, dict) or list(data) != ["token"]:
+            return False
+        token = data["token"]
+        if token == "":
+            return None  # "empty counts as missing" (app/schemas/auth.py): the Bearer credential, if any
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or unstorable(token):
+            return False
+        return token

@@ -1,8 +1,16 @@
-"""HTTP details shared by the Flask stack and the hot path: security headers and request ids."""
+"""HTTP details shared by the Flask stack and the hot path: the headers every response carries, request ids, CORS."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Container, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from flask.sessions import NullSession, SessionInterface
+
+if TYPE_CHECKING:
+    from app.services.tokens import VerifiedToken
 
 # ASVS 14.4: every response says how browsers must treat it.
 SECURITY_HEADERS = {
@@ -23,3 +31,88 @@ def choose_request_id(given: str | None) -> str:
     # A correlation id, not a secret: the PRNG (reseeded in each forked worker) is enough, and it
     # spares a getrandom() system call on every request of the hot path.
     return f"{random.getrandbits(128):032x}"
+
+
+def envelope_headers(present: Container[str], request_id: str, *, https: bool) -> list[tuple[str, str]]:
+    """The headers every response carries, less those the answer already set (its X-Request-ID aside).
+
+    The one list: Flask's after_request hook and the verification fast path both add these.
+    """
+    headers = [("X-Request-ID", request_id)]
+    headers += [(name, value) for name, value in SECURITY_HEADERS.items() if name not in present]
+    if "Cache-Control" not in present:  # no caching unless the view allowed it
+        headers += NO_STORE.items()
+    if https and HSTS[0] not in present:
+        headers.append(HSTS)
+    return headers
+
+
+def cors_settings(origins: list[str]) -> dict[str, Any]:
+    """Flask-CORS's options: an explicit allow-list, no credentials mode, so never "*" with credentials."""
+    return {
+        "origins": origins,
+        "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
+        "expose_headers": ["X-Request-ID", "Retry-After"],
+        "supports_credentials": False,
+        "max_age": 600,
+    }
+
+
+def cors_headers(options: Any, request_headers: Mapping[str, str], method: str) -> list[tuple[str, str]]:
+    """The CORS headers Flask-CORS gives a request, computed by Flask-CORS itself (for the fast path)."""
+    from flask_cors.core import get_cors_headers
+
+    return [(name, str(value)) for name, value in get_cors_headers(options, request_headers, method).items(multi=True)]
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, if any (the one parser of it)."""
+    scheme, _, token = (header or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def unstorable(text: str) -> bool:
+    """NUL (PostgreSQL refuses it) or a lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+# X-User-Email is percent-encoded UTF-8 (RFC 3986 2.1): header values must be ASCII (WSGI
+# allows latin-1, gateways and HTTP/2 stacks often less), and an address may be internationalized
+# (RFC 6531). Every printable ASCII character but "%" stands for itself, so a plain ASCII address
+# is sent unchanged and decoding (docs/GATEWAYS.md) is exact for every address.
+_EMAIL_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+
+
+def identity_headers(verified: VerifiedToken) -> list[tuple[str, str]]:
+    """The X-User-* headers of a /validate answer (app/hotpath.py builds it, for both paths)."""
+    return [
+        ("X-User-Id", str(verified.user_id)),
+        ("X-User-Email", quote(verified.email, safe=_EMAIL_HEADER_SAFE)),
+        ("X-User-Roles", ",".join(verified.roles)),
+        ("X-User-Amr", ",".join(verified.amr)),
+    ]
+
+
+class NoCookieSession(SessionInterface):
+    """Flask's cookie session, switched off: tokens travel as Bearer credentials, never in it.
+
+    Nothing reads or writes it (a write raises), so no response gets a session cookie or the
+    `Vary: Cookie` that merely reading it adds (Flask-Login looks at it after every request);
+    the fast path's answers and Flask's carry the same headers.
+    """
+
+    def open_session(self, app, request) -> NullSession:
+        """Always the null session."""
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response) -> None:
+        """Never called for the null session."""

@@ -6,7 +6,6 @@ import re
 from functools import wraps
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote
 
 import flask_smorest
 from apispec import BasePlugin
@@ -18,6 +17,7 @@ from webargs.flaskparser import FlaskParser
 
 from app.errors import PROBLEM_MIMETYPE, BadRequest, Forbidden, InvalidJSON, TokenError, ValidationFailed
 from app.extensions import db, jwt, login_manager
+from app.http import bearer, unstorable
 from app.models import User
 from app.schemas.common import ProblemSchema
 from app.services import audit, tokens
@@ -32,11 +32,6 @@ MAX_JSON_DEPTH = 32
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _OPENERS = frozenset(b"[{")
-# X-User-Email is percent-encoded UTF-8 (RFC 3986 2.1): header values must be ASCII (WSGI
-# allows latin-1, gateways and HTTP/2 stacks often less), and an address may be internationalized
-# (RFC 6531). Every printable ASCII character but "%" stands for itself, so a plain ASCII address
-# is sent unchanged and decoding (docs/GATEWAYS.md) is exact for every address.
-_EMAIL_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
 
 
 class Parser(FlaskParser):
@@ -199,19 +194,6 @@ def check_query() -> None:
         _refuse_unstorable_text(value, name)
 
 
-def unstorable(text: str) -> bool:
-    """NUL (PostgreSQL refuses it) or a lone surrogate (not encodable as UTF-8)."""
-    if "\x00" in text:
-        return True
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _refuse_unstorable_text(value: Any, path: str) -> None:
     """Reject, with the field's name, any string that no database could store or compare.
 
@@ -246,23 +228,8 @@ def remember_origin() -> None:
 
 
 def bearer_token() -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, if any."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    token = token.strip()
-    return token or None
-
-
-def identity_headers(verified: tokens.VerifiedToken) -> list[tuple[str, str]]:
-    """The X-User-* headers of a /validate answer; the hot path and the view both send these."""
-    return [
-        ("X-User-Id", str(verified.user_id)),
-        ("X-User-Email", quote(verified.email, safe=_EMAIL_HEADER_SAFE)),
-        ("X-User-Roles", ",".join(verified.roles)),
-        ("X-User-Amr", ",".join(verified.amr)),
-    ]
+    """The Bearer credential of the current request, if any."""
+    return bearer(request.headers.get("Authorization"))
 
 
 def client_info() -> dict[str, str | None]:
