@@ -25,6 +25,18 @@ PROBLEM_CONTENT_TYPE = "application/problem+json; charset=utf-8"
 RETRY_AFTER_SECONDS = "5"
 
 
+# The contract's error codes: each `code` clients switch on, with the statuses it comes with.
+# Filled by every AppError subclass as it is defined (a code is a class, never a literal at a
+# raise), by the reasons of InvalidToken and by Werkzeug's mapping below; tests/test_errors.py
+# holds the README, docs/CONTRACT.md and the OpenAPI document to exactly this list.
+CODES: dict[str, set[int]] = {}
+
+
+def register(code: str, status: int) -> None:
+    """Add a code of the contract."""
+    CODES.setdefault(code, set()).add(status)
+
+
 class AppError(Exception):
     """Base of every error the service reports; `status` and `code` are the contract."""
 
@@ -32,27 +44,32 @@ class AppError(Exception):
     code = "internal_error"
     detail = "The server could not complete the request."
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register the subclass's code with its status."""
+        super().__init_subclass__(**kwargs)
+        register(cls.code, cls.status)
+
     def __init__(
         self,
         detail: str | None = None,
         *,
-        code: str | None = None,
         errors: dict[str, list[str]] | None = None,
         headers: dict[str, str] | None = None,
         extensions: dict[str, Any] | None = None,
     ) -> None:
-        """Carry an optional human detail, a more specific code, field errors, headers and extension members.
+        """Carry an optional human detail, field errors, headers and extension members.
 
         `extensions` are RFC 9457 3.2 extension members, rendered at the top level of the body
         (e.g. the `mfa_token` of `mfa_required`); they never replace the envelope's own members.
         """
         super().__init__(detail or self.detail)
         self.detail = detail or self.detail
-        if code is not None:
-            self.code = code
         self.errors = errors
         self.headers = dict(headers or {})
         self.extensions = dict(extensions or {})
+
+
+register(AppError.code, AppError.status)
 
 
 class BadRequest(AppError):
@@ -84,6 +101,28 @@ class InvalidJSON(BadRequest):
     detail = "The request body is not valid JSON."
 
 
+class InvalidBody(InvalidJSON):
+    """The body is JSON, but not an object."""
+
+    code = "invalid_body"
+    detail = "The request body must be a JSON object."
+
+
+class MissingTokenField(ValidationFailed):
+    """A token was to be sent in the body (or as a Bearer credential) and is in neither."""
+
+    code = "missing_token"
+    detail = "A token is required."
+
+
+class UnsupportedMediaType(AppError):
+    """A body that is not application/json."""
+
+    status = 415
+    code = "unsupported_media_type"
+    detail = "Request bodies must be application/json."
+
+
 class Unauthorized(AppError):
     """Credentials or a token are missing or invalid."""
 
@@ -100,19 +139,52 @@ class InvalidCredentials(Unauthorized):
 
 
 class TokenError(Unauthorized):
-    """A token was expected and is missing or not valid; carries a Bearer challenge (RFC 6750 3)."""
+    """A token was expected and is not valid; carries a Bearer challenge (RFC 6750 3)."""
 
     code = "invalid_token"
     detail = "The token is not valid."
 
-    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+    def __init__(self, detail: str | None = None) -> None:
         """Build the WWW-Authenticate challenge from the code."""
-        super().__init__(detail, code=code)
-        if self.code == "missing_token":
-            challenge = 'Bearer realm="auth"'
-        else:
-            challenge = f'Bearer realm="auth", error="invalid_token", error_description="{self.code}"'
-        self.headers["WWW-Authenticate"] = challenge
+        super().__init__(detail)
+        self.headers["WWW-Authenticate"] = self.challenge()
+
+    def challenge(self) -> str:
+        """The Bearer challenge naming this error."""
+        return f'Bearer realm="auth", error="invalid_token", error_description="{self.code}"'
+
+
+class MissingToken(TokenError):
+    """No token where one is required (RFC 6750 3.1: the challenge then names no error)."""
+
+    code = "missing_token"
+    detail = "An access token is required."
+
+    def challenge(self) -> str:
+        """A bare challenge."""
+        return 'Bearer realm="auth"'
+
+
+class InvalidToken(TokenError):
+    """A presented token is not valid; `reason` is the /checkToken vocabulary, mapped onto a code."""
+
+    REASON_CODES = {
+        "expired": "token_expired",
+        "revoked": "token_revoked",
+        "invalid": "invalid_token",
+        "wrong_type": "wrong_token_type",
+        "user_inactive": "user_inactive",
+    }
+
+    def __init__(self, reason: str) -> None:
+        """The reason, and its stable code."""
+        self.reason = reason
+        self.code = self.REASON_CODES[reason]
+        super().__init__(f"The token is not valid ({reason}).")
+
+
+for _code in InvalidToken.REASON_CODES.values():
+    register(_code, InvalidToken.status)
 
 
 class TokenReused(TokenError):
@@ -223,9 +295,53 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
     detail = "The service is temporarily unavailable; try again later."
 
-    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+    def __init__(self, detail: str | None = None) -> None:
         """Always tell the client when to come back."""
-        super().__init__(detail, code=code, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        super().__init__(detail, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+class KeysUnavailable(ServiceUnavailable):
+    """The signing keys could not be loaded (JWT_KEYS_DIR): nothing can be signed or verified."""
+
+    code = "keys_unavailable"
+    detail = "Signing keys are unavailable."
+
+
+class AccountBusy(ServiceUnavailable):
+    """The account's row stayed locked by a concurrent change past the wait bound."""
+
+    code = "account_busy"
+    detail = "The account is changing; try again."
+
+
+class NotReady(ServiceUnavailable):
+    """GET /ready: a dependency of serving is not there (the detail says which)."""
+
+    code = "not_ready"
+    detail = "The service is not ready."
+
+
+class TooManyRequests(AppError):
+    """Too many requests: come back after Retry-After seconds."""
+
+    status = 429
+    code = "rate_limited"
+    detail = "Too many requests; slow down."
+
+    def __init__(self, retry_after: int) -> None:
+        """Say when to come back (at least a second)."""
+        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
+
+
+class RateLimited(TooManyRequests):
+    """Too many requests from this address (per-IP limits, app/ratelimit.py), or mails to one address."""
+
+
+class TooManyAttempts(TooManyRequests):
+    """Too many failed attempts for this account (app/services/throttle.py)."""
+
+    code = "too_many_attempts"
+    detail = "Too many failed attempts for this account; try again later."
 
 
 class MailUnavailable(ServiceUnavailable):
@@ -287,6 +403,11 @@ HTTP_CODES = {
     501: "not_implemented",
     503: "service_unavailable",
 }
+
+for _status, _code in HTTP_CODES.items():
+    register(_code, _status)
+HTTP_ERROR = "http_error"  # any other status Werkzeug raises
+register(HTTP_ERROR, 0)  # 0: no fixed status
 
 DATABASE_DOWN = (OperationalError, DisconnectionError, TimeoutError)
 
@@ -372,7 +493,7 @@ def handle_http_exception(error: HTTPException) -> Response:
         detail = f"The method is not allowed for this URL; allowed: {headers['Allow']}."
     if status == 429:
         headers["Retry-After"] = str(_limit_retry_after())
-    return problem(status, HTTP_CODES.get(status, "http_error"), detail, headers=headers)
+    return problem(status, HTTP_CODES.get(status, HTTP_ERROR), detail, headers=headers)
 
 
 def _limit_retry_after() -> int:

@@ -31,7 +31,7 @@ import orjson
 from flask import Flask, current_app, json
 from werkzeug.datastructures import EnvironHeaders
 
-from app.errors import PROBLEM_CONTENT_TYPE, AppError, TokenError, as_app_error, error_body
+from app.errors import PROBLEM_CONTENT_TYPE, AppError, MissingToken, RateLimited, as_app_error, error_body
 from app.http import (
     JSON_CONTENT_TYPE,
     bearer,
@@ -81,8 +81,6 @@ def check_token_answer(token: str, address: str | None, request_id: str) -> Answ
     """The /checkToken answer for `token` from `address` (inside an app context)."""
     wait = current_app.extensions["checktoken_limit"].retry_after(address)
     if wait is not None:
-        from app.ratelimit import RateLimited
-
         return _problem(RateLimited(wait), request_id)
     try:
         result = tokens.check_token(token)
@@ -98,7 +96,7 @@ def validate_answer(token: str | None, request_id: str) -> Answer:
     """The /validate answer for the Bearer credential `token` (None when there is none)."""
     try:
         if token is None:
-            raise TokenError("An access token is required.", code="missing_token")
+            raise MissingToken()
         verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
     except Exception as error:
         return _failure(error, request_id)

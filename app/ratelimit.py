@@ -28,7 +28,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from app.errors import AppError
+from app.errors import RateLimited
 from app.observability import RATE_LIMIT_FALLBACK
 
 log = logging.getLogger(__name__)
@@ -192,18 +192,6 @@ def init_rate_limits(app: Flask) -> Limiter:
         enabled=config["RATELIMIT_ENABLED"],
     )
     return limiter
-
-
-class RateLimited(AppError):
-    """Too many requests from this address."""
-
-    status = 429
-    code = "rate_limited"
-    detail = "Too many requests; slow down."
-
-    def __init__(self, retry_after: int) -> None:
-        """Say when to come back."""
-        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
 
 
 class AddressLimit:

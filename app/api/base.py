@@ -15,7 +15,17 @@ from flask_smorest.utils import prepare_response
 from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 
-from app.errors import PROBLEM_MIMETYPE, BadRequest, Forbidden, InvalidJSON, TokenError, ValidationFailed
+from app.errors import (
+    PROBLEM_MIMETYPE,
+    Forbidden,
+    InvalidBody,
+    InvalidJSON,
+    InvalidToken,
+    MissingToken,
+    MissingTokenField,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.extensions import db, jwt, login_manager
 from app.http import bearer, unstorable
 from app.models import User
@@ -164,7 +174,7 @@ def check_body() -> None:
     if body is None:
         raise InvalidJSON()
     if not isinstance(body, dict):
-        raise InvalidJSON("The request body must be a JSON object.", code="invalid_body")
+        raise InvalidBody()
     _refuse_unstorable_text(body, "")
 
 
@@ -214,14 +224,6 @@ def _refuse_unstorable_text(value: Any, path: str) -> None:
             _refuse_unstorable_text(item, f"{path}.{index}")
 
 
-class UnsupportedMediaType(BadRequest):
-    """A body that is not application/json."""
-
-    status = 415
-    code = "unsupported_media_type"
-    detail = "Request bodies must be application/json."
-
-
 def remember_origin() -> None:
     """Before every request: tell the audit trail where this request comes from."""
     audit.set_origin(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
@@ -241,9 +243,8 @@ def token_argument(args: dict[str, Any], field: str) -> str:
     """A token from the body field, else from the Bearer header; 400 when neither (docs/CONTRACT.md)."""
     token = args.get(field) or bearer_token()
     if not token:
-        raise ValidationFailed(
+        raise MissingTokenField(
             f"Send the token as '{field}' in the body or as a Bearer credential.",
-            code="missing_token",
             errors={field: ["Missing data for required field."]},
         )
     return token
@@ -266,11 +267,11 @@ def load_user_from_request(req) -> User | None:
     """Flask-Login's loader: the user behind a valid access token, through verify_token."""
     token = bearer_token()
     if token is None:
-        g.auth_error = TokenError("An access token is required.", code="missing_token")
+        g.auth_error = MissingToken()
         return None
     try:
         verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
-    except tokens.InvalidToken as error:
+    except InvalidToken as error:
         g.auth_error = error
         return None
     user = db.session.get(User, verified.user_id)
@@ -282,7 +283,7 @@ def load_user_from_request(req) -> User | None:
 @login_manager.unauthorized_handler
 def unauthorized() -> None:
     """401 problem+json with the reason the loader recorded."""
-    raise g.get("auth_error") or TokenError("An access token is required.", code="missing_token")
+    raise g.get("auth_error") or MissingToken()
 
 
 def caller() -> User:

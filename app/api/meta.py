@@ -8,7 +8,7 @@ from flask import current_app
 
 from app import observability
 from app.api.base import Blueprint, bearer_token
-from app.errors import NotFound, ServiceUnavailable, TokenError
+from app.errors import MissingToken, NotFound, NotReady, TokenError
 from app.schemas.meta import HealthSchema, JWKSetSchema
 from app.services import health, tokens
 
@@ -30,7 +30,7 @@ def readiness():
     problem = tokens.key_ring().problem and "Signing keys are unavailable; see the log."
     problem = problem or health.readiness_problem(current_app.config["MIGRATIONS_DIR"])
     if problem is not None:
-        raise ServiceUnavailable(problem, code="not_ready")
+        raise NotReady(problem)
     return {"status": "ready"}
 
 
@@ -51,7 +51,11 @@ def metrics():
         raise NotFound()
     expected = current_app.config["METRICS_TOKEN"]
     if expected and not hmac.compare_digest((bearer_token() or "").encode(), expected.encode()):
-        raise TokenError("This needs the metrics token.", code="invalid_token" if bearer_token() else "missing_token")
+        raise (
+            TokenError("This needs the metrics token.")
+            if bearer_token()
+            else MissingToken("This needs the metrics token.")
+        )
     return observability.metrics_response()
 
 

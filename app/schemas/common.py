@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
+from app.errors import CODES
+
 
 class ProblemSchema(Schema):
     """RFC 9457 problem document (every error)."""
@@ -12,7 +14,11 @@ class ProblemSchema(Schema):
     status = fields.Integer(metadata={"example": 401})
     title = fields.String(metadata={"example": "Unauthorized"})
     code = fields.String(
-        metadata={"description": "Stable snake_case code to switch on", "example": "invalid_credentials"}
+        metadata={
+            "description": "Stable snake_case code to switch on (app/errors.py CODES; docs/CONTRACT.md §7)",
+            "example": "invalid_credentials",
+            "enum": sorted(CODES),
+        }
     )
     detail = fields.String()
     errors = fields.Dict(

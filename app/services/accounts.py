@@ -8,7 +8,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from app.errors import AccountDisabled, EmailNotVerified, InvalidCredentials, NotFound
+from app.errors import AccountDisabled, EmailNotVerified, InvalidCredentials, NotFound, TooManyAttempts
 from app.extensions import db
 from app.models import Session, User, utcnow
 from app.services import audit, credentials, mfa, passwords, recovery, throttle, tokens, users
@@ -65,7 +65,7 @@ def login(
     verified_hash = user.password_hash if user is not None else None
     try:
         throttle.begin_attempt(subject)
-    except throttle.TooManyAttempts:
+    except TooManyAttempts:
         audit.record_now("login_throttled", target_id=user.id if user is not None else None)
         raise
     credentials.release_connection()

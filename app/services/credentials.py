@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from app.errors import AccountDisabled, InvalidCredentials, ServiceUnavailable
+from app.errors import AccountBusy, AccountDisabled, InvalidCredentials
 from app.extensions import db
 from app.models import User
 from app.services import audit, passwords, throttle
@@ -44,7 +44,7 @@ def hold(user: User, verified_hash: str, password: str, needs_rehash: bool) -> b
         if not matches:
             audit.record_now("login_failed", target_id=user.id, reason="password_changed")
             raise InvalidCredentials()
-    raise ServiceUnavailable("The account is changing; try again.", code="account_busy")
+    raise AccountBusy()
 
 
 def _still_holds(user: User, verified_hash: str) -> bool:

@@ -24,23 +24,11 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from app.errors import AppError
+from app.errors import TooManyAttempts
 from app.extensions import db
 from app.models import LoginThrottle, utcnow
 
 _TABLE = LoginThrottle.__table__
-
-
-class TooManyAttempts(AppError):
-    """Too many failed attempts for this account; try again after Retry-After seconds."""
-
-    status = 429
-    code = "too_many_attempts"
-    detail = "Too many failed attempts for this account; try again later."
-
-    def __init__(self, retry_after: int) -> None:
-        """Say when to come back."""
-        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
 
 
 def subject_key(subject: str) -> str:

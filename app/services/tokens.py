@@ -23,7 +23,7 @@ from sqlalchemy import and_, bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import observability
-from app.errors import ServiceUnavailable, TokenError, TokenReused
+from app.errors import InvalidToken, KeysUnavailable, TokenReused
 from app.extensions import db
 from app.models import RevokedToken, Session, User, utcnow
 from app.services import audit, revocations
@@ -37,24 +37,6 @@ AMR_PASSWORD = ("pwd",)
 AMR_SECOND_FACTOR = ("pwd", "otp")
 # RFC 8725 3.9 / 3.11: every claim we rely on must be present; a token lacking one is invalid.
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss", "sid"]
-
-# The reasons /checkToken reports, and the error code a protected endpoint answers with.
-REASON_CODES = {
-    "expired": "token_expired",
-    "revoked": "token_revoked",
-    "invalid": "invalid_token",
-    "wrong_type": "wrong_token_type",
-    "user_inactive": "user_inactive",
-}
-
-
-class InvalidToken(TokenError):
-    """A presented token is not valid; `reason` is the /checkToken vocabulary."""
-
-    def __init__(self, reason: str) -> None:
-        """Map the reason onto a stable error code."""
-        self.reason = reason
-        super().__init__(f"The token is not valid ({reason}).", code=REASON_CODES[reason])
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +240,7 @@ def verification_key(header: dict[str, Any]):
     if ring.symmetric:
         return current_app.config["JWT_SECRET_KEY"]
     if ring.problem:
-        raise ServiceUnavailable("Signing keys are unavailable.", code="keys_unavailable")
+        raise KeysUnavailable()
     key = ring.verifying.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
     if key is None:
         raise InvalidToken("invalid")
@@ -271,7 +253,7 @@ def signing_key():
     if ring.symmetric:
         return current_app.config["JWT_SECRET_KEY"]
     if ring.problem:
-        raise ServiceUnavailable("Signing keys are unavailable.", code="keys_unavailable")
+        raise KeysUnavailable()
     return ring.signing_key
 
 
