@@ -89,6 +89,7 @@ def register_extensions(app: Flask) -> None:
     """Bind every extension to the app."""
     from flask_cors.core import get_cors_options
 
+    from app.api import access
     from app.extensions import cors, db, jwt, login_manager
     from app.http import NoCookieSession, cors_settings
     from app.outage import init_outage
@@ -102,6 +103,11 @@ def register_extensions(app: Flask) -> None:
     if app.extensions["jwt_keys"].problem:
         app.logger.error("signing keys unavailable: %s", app.extensions["jwt_keys"].problem)
     login_manager.init_app(app)
+    login_manager.request_loader(access.load_user_from_request)
+    login_manager.unauthorized_handler(access.unauthorized)
+    # Flask-JWT-Extended signs with the current key and names it by its kid (app/services/keys.py).
+    jwt.encode_key_loader(lambda _identity: tokens.signing_key())
+    jwt.additional_headers_loader(lambda _identity: tokens.signing_headers())
     # Tokens travel as Bearer headers; Flask's cookie session is never read or written.
     login_manager.session_protection = None
     app.session_interface = NoCookieSession()
@@ -172,7 +178,7 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_hooks(app: Flask) -> None:
     """Body checks before each request; request id, caching and security headers after."""
-    from app.api.base import check_body, check_query, remember_origin
+    from app.api.checks import check_body, check_query, remember_origin
     from app.errors import request_id
     from app.http import envelope_headers
     from app.observability import init_observability

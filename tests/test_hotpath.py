@@ -10,7 +10,7 @@ import jwt
 import pytest
 from prometheus_client import REGISTRY
 
-from app.api.base import MAX_JSON_DEPTH
+from app.api.checks import MAX_JSON_DEPTH
 from app.services import tokens
 from tests.conftest import PASSWORD, bearer
 from tests.helpers import assert_problem

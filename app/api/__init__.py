@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.api import audit, auth, docs, me, meta, mfa, recovery, users
-from app.api.base import Api, ProblemResponses, ServerRelativePaths
+from app.api.openapi import Api, ProblemResponses, ServerRelativePaths
 
 BLUEPRINTS = (auth.blp, me.blp, mfa.blp, recovery.blp, users.blp, audit.blp, meta.blp)
 API_DESCRIPTION = """Accounts and JWTs.

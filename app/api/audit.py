@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.api.base import BEARER_SECURITY, Blueprint, admin_required
+from app.api.access import admin_required
+from app.api.openapi import BEARER_SECURITY, Blueprint
 from app.schemas.audit import AuditListSchema, AuditQuerySchema
 from app.services import audit
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 from flask import Response, g, request
 
 from app import hotpath
-from app.api.base import (
-    BEARER_SECURITY,
-    Blueprint,
-    bearer_token,
-    client_info,
-    login_required,
-    token_argument,
-)
+from app.api.access import bearer_token, client_info, login_required, token_argument
+from app.api.openapi import BEARER_SECURITY, Blueprint
 from app.errors import request_id
 from app.schemas.auth import (
     CheckTokenRequestSchema,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import g
 from flask_login import current_user
 
-from app.api.base import BEARER_SECURITY, Blueprint, caller, login_required
+from app.api.access import caller, login_required
+from app.api.openapi import BEARER_SECURITY, Blueprint
 from app.schemas.common import MessageResponseSchema, UserResponseSchema
 from app.schemas.me import DeleteMeSchema, PasswordChangeSchema, SessionListSchema, UserUpdateMeSchema
 from app.services import accounts

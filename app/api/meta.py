@@ -7,7 +7,8 @@ import hmac
 from flask import current_app
 
 from app import observability
-from app.api.base import Blueprint, bearer_token
+from app.api.access import bearer_token
+from app.api.openapi import Blueprint
 from app.errors import MissingToken, NotFound, NotReady, TokenError
 from app.schemas.meta import HealthSchema, JWKSetSchema
 from app.services import health, tokens

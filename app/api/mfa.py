@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.api.base import BEARER_SECURITY, Blueprint, caller, login_required
+from app.api.access import caller, login_required
+from app.api.openapi import BEARER_SECURITY, Blueprint
 from app.schemas.common import MessageResponseSchema
 from app.schemas.mfa import (
     ConfirmRequestSchema,

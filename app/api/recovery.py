@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.api.base import BEARER_SECURITY, Blueprint, caller, client_info, login_required
+from app.api.access import caller, client_info, login_required
+from app.api.openapi import BEARER_SECURITY, Blueprint
 from app.schemas.common import MessageResponseSchema, UserResponseSchema
 from app.schemas.recovery import AcceptedSchema, ForgotPasswordSchema, ResetPasswordSchema, VerifyEmailSchema
 from app.services import recovery

@@ -1,0 +1,90 @@
+"""Who is calling: the Bearer credential, Flask-Login's loader of the user behind it, and the access decorators.
+
+The loaders are bound to Flask-Login by app.register_extensions.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any
+
+from flask import g, request
+from flask_login import current_user, login_required
+
+from app.errors import Forbidden, InvalidToken, MissingToken, MissingTokenField
+from app.extensions import db
+from app.http import bearer
+from app.models import User
+from app.services import tokens
+
+__all__ = [
+    "admin_required",
+    "bearer_token",
+    "caller",
+    "client_info",
+    "load_user_from_request",
+    "login_required",
+    "token_argument",
+    "unauthorized",
+]
+
+
+def bearer_token() -> str | None:
+    """The Bearer credential of the current request, if any."""
+    return bearer(request.headers.get("Authorization"))
+
+
+def client_info() -> dict[str, str | None]:
+    """The caller's user agent and address, for the session record."""
+    return {"user_agent": request.headers.get("User-Agent"), "ip": request.remote_addr}
+
+
+def token_argument(args: dict[str, Any], field: str) -> str:
+    """A token from the body field, else from the Bearer header; 400 when neither (docs/CONTRACT.md)."""
+    token = args.get(field) or bearer_token()
+    if not token:
+        raise MissingTokenField(
+            f"Send the token as '{field}' in the body or as a Bearer credential.",
+            errors={field: ["Missing data for required field."]},
+        )
+    return token
+
+
+def load_user_from_request(req) -> User | None:
+    """Flask-Login's loader: the user behind a valid access token, through verify_token."""
+    token = bearer_token()
+    if token is None:
+        g.auth_error = MissingToken()
+        return None
+    try:
+        verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
+    except InvalidToken as error:
+        g.auth_error = error
+        return None
+    user = db.session.get(User, verified.user_id)
+    if user is not None:
+        g.token = verified
+    return user
+
+
+def unauthorized() -> None:
+    """401 problem+json with the reason the loader recorded."""
+    raise g.get("auth_error") or MissingToken()
+
+
+def caller() -> User:
+    """The signed-in user as the model object (not the proxy), for the services."""
+    return current_user._get_current_object()
+
+
+def admin_required(view):
+    """Require a valid access token of an active admin (403 for anyone else)."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if current_user.role != "admin":
+            raise Forbidden("This needs the admin role.")
+        return view(*args, **kwargs)
+
+    return wrapper
