@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -64,7 +65,34 @@ def _text(environ: Mapping[str, Any], name: str, default: str | None = None) -> 
     return str(value).strip()
 
 
-def _int(environ: Mapping[str, Any], name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+def parse_networks(entries: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Parse addresses and CIDR networks; raise ValueError naming a bad entry."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"TRUSTED_PROXIES: {entry!r} is not an IP address or network") from None
+    return networks
+
+
+def check_fernet_keys(keys: list[str]) -> None:
+    """Raise ValueError (without the key's text) unless every key is a Fernet key."""
+    from cryptography.fernet import Fernet
+
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())  # cryptography's own check of the key's form
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"ENCRYPTION_KEY: key {position} is not a Fernet key (32 bytes, url-safe base64); "
+                "make one with `flask mfa generate-key`"
+            ) from None
+
+
+def env_int(
+    environ: Mapping[str, Any], name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     """Read an integer variable within bounds, or stop start-up with a clear message."""
     raw = _text(environ, name)
     if raw is None:
@@ -183,14 +211,14 @@ class BaseConfig:
         self.SQLALCHEMY_DATABASE_URI = self._database_url(env)
         # Every wait on the database is bounded, so a slow or locked database answers 503 in
         # seconds instead of holding every thread (docs/OPERATIONS.md, "When a dependency fails").
-        self.DATABASE_STATEMENT_TIMEOUT = _int(env, "DATABASE_STATEMENT_TIMEOUT", 5, minimum=1, maximum=600)
-        self.DATABASE_CONNECT_TIMEOUT = _int(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1, maximum=60)
-        self.DATABASE_POOL_TIMEOUT = _int(env, "DATABASE_POOL_TIMEOUT", 3, minimum=1, maximum=60)
+        self.DATABASE_STATEMENT_TIMEOUT = env_int(env, "DATABASE_STATEMENT_TIMEOUT", 5, minimum=1, maximum=600)
+        self.DATABASE_CONNECT_TIMEOUT = env_int(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1, maximum=60)
+        self.DATABASE_POOL_TIMEOUT = env_int(env, "DATABASE_POOL_TIMEOUT", 3, minimum=1, maximum=60)
         # A request holds at most one connection, so one per gunicorn thread is enough.
-        self.DATABASE_POOL_SIZE = _int(
-            env, "DATABASE_POOL_SIZE", _int(env, "GUNICORN_THREADS", 4, minimum=1), minimum=1
+        self.DATABASE_POOL_SIZE = env_int(
+            env, "DATABASE_POOL_SIZE", env_int(env, "GUNICORN_THREADS", 4, minimum=1), minimum=1
         )
-        self.DATABASE_MAX_OVERFLOW = _int(env, "DATABASE_MAX_OVERFLOW", 0, minimum=0)
+        self.DATABASE_MAX_OVERFLOW = env_int(env, "DATABASE_MAX_OVERFLOW", 0, minimum=0)
         self.SQLALCHEMY_ENGINE_OPTIONS = self._engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
 
@@ -204,15 +232,15 @@ class BaseConfig:
         self.JWT_ENCODE_AUDIENCE = self.JWT_AUDIENCE
         self.JWT_DECODE_AUDIENCE = self.JWT_AUDIENCE
         self.JWT_ACCESS_TOKEN_EXPIRES = timedelta(
-            seconds=_int(env, "JWT_ACCESS_TOKEN_EXPIRES", 900, minimum=1, maximum=86400)
+            seconds=env_int(env, "JWT_ACCESS_TOKEN_EXPIRES", 900, minimum=1, maximum=86400)
         )
         self.JWT_REFRESH_TOKEN_EXPIRES = timedelta(
-            seconds=_int(env, "JWT_REFRESH_TOKEN_EXPIRES", 2592000, minimum=60, maximum=31536000)
+            seconds=env_int(env, "JWT_REFRESH_TOKEN_EXPIRES", 2592000, minimum=60, maximum=31536000)
         )
         # A session (refresh family) ends this long after its login however often it is refreshed:
         # NIST 800-63B 4.1.3 / ASVS 3.3.2 want periodic re-authentication. Default: the refresh lifetime.
         self.SESSION_MAX_LIFETIME = timedelta(
-            seconds=_int(
+            seconds=env_int(
                 env,
                 "SESSION_MAX_LIFETIME",
                 int(self.JWT_REFRESH_TOKEN_EXPIRES.total_seconds()),
@@ -228,7 +256,7 @@ class BaseConfig:
         self.ENCRYPTION_KEY = self._encryption_keys(env)
         self.JWT_ENCODE_ISSUER = self.JWT_ISSUER
         self.JWT_DECODE_ISSUER = self.JWT_ISSUER
-        self.JWT_LEEWAY = _int(env, "JWT_LEEWAY", 10, minimum=0, maximum=MAX_LEEWAY_SECONDS)
+        self.JWT_LEEWAY = env_int(env, "JWT_LEEWAY", 10, minimum=0, maximum=MAX_LEEWAY_SECONDS)
         self.JWT_DECODE_LEEWAY = self.JWT_LEEWAY
         self.JWT_TOKEN_LOCATION = ["headers"]
         self.JWT_IDENTITY_CLAIM = "sub"
@@ -238,7 +266,7 @@ class BaseConfig:
         self.URL_PREFIX = _url_prefix(env)
         self.REDIS_URL = _text(env, "REDIS_URL")
         # Seconds a rate-limit call to Redis may take before that request counts in-process instead.
-        self.REDIS_TIMEOUT = _int(env, "REDIS_TIMEOUT", 1, minimum=1, maximum=60)
+        self.REDIS_TIMEOUT = env_int(env, "REDIS_TIMEOUT", 1, minimum=1, maximum=60)
         self.TRUSTED_PROXIES = _list(env, "TRUSTED_PROXIES")
         # Set but empty turns the list off; unset keeps the default.
         self.RESERVED_USERNAMES = (
@@ -256,28 +284,28 @@ class BaseConfig:
         self.RATELIMIT_CHECKTOKEN = _text(env, "RATELIMIT_CHECKTOKEN", "100000/minute")
         # Per-account login throttling; see app/services/throttle.py.
         self.LOGIN_THROTTLE_ENABLED = _bool(env, "LOGIN_THROTTLE_ENABLED", True)
-        self.LOGIN_FREE_FAILURES = _int(env, "LOGIN_FREE_FAILURES", 10, minimum=1, maximum=50)
-        self.LOGIN_MAX_DELAY = _int(env, "LOGIN_MAX_DELAY", 900, minimum=1, maximum=86400)
-        self.LOGIN_FAILURE_WINDOW = _int(env, "LOGIN_FAILURE_WINDOW", 86400, minimum=60)
-        self.MAX_CONTENT_LENGTH = _int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024)
+        self.LOGIN_FREE_FAILURES = env_int(env, "LOGIN_FREE_FAILURES", 10, minimum=1, maximum=50)
+        self.LOGIN_MAX_DELAY = env_int(env, "LOGIN_MAX_DELAY", 900, minimum=1, maximum=86400)
+        self.LOGIN_FAILURE_WINDOW = env_int(env, "LOGIN_FAILURE_WINDOW", 86400, minimum=60)
+        self.MAX_CONTENT_LENGTH = env_int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024)
         self._mail_settings(env)
 
-        self.PASSWORD_MIN_LENGTH = _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=8, maximum=64)
+        self.PASSWORD_MIN_LENGTH = env_int(env, "PASSWORD_MIN_LENGTH", 8, minimum=8, maximum=64)
         # ASVS 2.1.2: at least 64 allowed, more than 128 refused; NIST 800-63B: at least 64.
-        self.PASSWORD_MAX_LENGTH = _int(env, "PASSWORD_MAX_LENGTH", 128, minimum=64, maximum=4096)
+        self.PASSWORD_MAX_LENGTH = env_int(env, "PASSWORD_MAX_LENGTH", 128, minimum=64, maximum=4096)
         # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1 at the least.
-        self.ARGON2_TIME_COST = _int(env, "ARGON2_TIME_COST", 2, minimum=1)
-        self.ARGON2_MEMORY_COST = _int(env, "ARGON2_MEMORY_COST", 19456, minimum=8)
-        self.ARGON2_PARALLELISM = _int(env, "ARGON2_PARALLELISM", 1, minimum=1)
+        self.ARGON2_TIME_COST = env_int(env, "ARGON2_TIME_COST", 2, minimum=1)
+        self.ARGON2_MEMORY_COST = env_int(env, "ARGON2_MEMORY_COST", 19456, minimum=8)
+        self.ARGON2_PARALLELISM = env_int(env, "ARGON2_PARALLELISM", 1, minimum=1)
         # argon2 computations at once per worker process (app/services/passwords.py).
-        self.PASSWORD_HASH_CONCURRENCY = _int(env, "PASSWORD_HASH_CONCURRENCY", 1, minimum=1, maximum=64)
+        self.PASSWORD_HASH_CONCURRENCY = env_int(env, "PASSWORD_HASH_CONCURRENCY", 1, minimum=1, maximum=64)
 
         # In-process revocation view kept current by LISTEN/NOTIFY (PostgreSQL only; see
         # app/services/revocations.py). Off, every check reads the database.
         self.REVOCATION_CACHE = _bool(env, "REVOCATION_CACHE", True)
         # Verified tokens each worker remembers, so a token presented again skips the signature
         # and parse (app/services/tokens.py, decode); 0 turns it off.
-        self.TOKEN_CACHE_SIZE = _int(env, "TOKEN_CACHE_SIZE", 2048, minimum=0, maximum=1_000_000)
+        self.TOKEN_CACHE_SIZE = env_int(env, "TOKEN_CACHE_SIZE", 2048, minimum=0, maximum=1_000_000)
         # /checkToken and /validate answered before Flask's machinery (app/hotpath.py).
         self.HOT_PATH = _bool(env, "HOT_PATH", True)
         self.LOG_FORMAT = _choice(env, "LOG_FORMAT", self.DEFAULT_LOG_FORMAT, ("json", "text"))
@@ -318,7 +346,7 @@ class BaseConfig:
             schemes = ", ".join(f"{scheme}://" for scheme in MAIL_SCHEMES[1:])
             raise ConfigError(f"MAIL_URL must be console or start with {schemes}")
         self.MAIL_FROM = _text(env, "MAIL_FROM", "no-reply@localhost")
-        self.MAIL_TIMEOUT = _int(env, "MAIL_TIMEOUT", 10, minimum=1, maximum=300)
+        self.MAIL_TIMEOUT = env_int(env, "MAIL_TIMEOUT", 10, minimum=1, maximum=300)
         # A CA bundle for an SMTP server whose certificate a private CA signed.
         self.MAIL_TLS_CA_FILE = _text(env, "MAIL_TLS_CA_FILE")
         self.MAIL_TEMPLATES_DIR = _text(env, "MAIL_TEMPLATES_DIR")
@@ -327,8 +355,10 @@ class BaseConfig:
         self.EMAIL_VERIFY_URL = self._link_template(env, "EMAIL_VERIFY_URL", "/verify-email?token={token}")
         self.EMAIL_VERIFICATION = _choice(env, "EMAIL_VERIFICATION", "optional", ("off", "optional", "required"))
         # OWASP Forgot Password Cheat Sheet: reset links expire soon; NIST 800-63B 6.1.2.3 (recovery).
-        self.PASSWORD_RESET_TOKEN_EXPIRES = _int(env, "PASSWORD_RESET_TOKEN_EXPIRES", 3600, minimum=60, maximum=86400)
-        self.EMAIL_VERIFY_TOKEN_EXPIRES = _int(env, "EMAIL_VERIFY_TOKEN_EXPIRES", 86400, minimum=60, maximum=604800)
+        self.PASSWORD_RESET_TOKEN_EXPIRES = env_int(
+            env, "PASSWORD_RESET_TOKEN_EXPIRES", 3600, minimum=60, maximum=86400
+        )
+        self.EMAIL_VERIFY_TOKEN_EXPIRES = env_int(env, "EMAIL_VERIFY_TOKEN_EXPIRES", 86400, minimum=60, maximum=604800)
         # Per-IP limits of the mail endpoints, and the per-address (per-account) budget of mails asked for.
         self.RATELIMIT_PASSWORD_FORGOT = _text(env, "RATELIMIT_PASSWORD_FORGOT", "20/minute;200/hour")
         self.RATELIMIT_PASSWORD_RESET = _text(env, "RATELIMIT_PASSWORD_RESET", "30/minute;300/hour")
@@ -336,12 +366,14 @@ class BaseConfig:
         self.RATELIMIT_MAIL_PER_ADDRESS = _text(env, "RATELIMIT_MAIL_PER_ADDRESS", "5/hour;20/day")
         # The delivery worker (flask outbox run).
         self.OUTBOX_IN_PROCESS = _bool(env, "OUTBOX_IN_PROCESS", self.DEFAULT_OUTBOX_IN_PROCESS)
-        self.OUTBOX_MAX_ATTEMPTS = _int(env, "OUTBOX_MAX_ATTEMPTS", 10, minimum=1, maximum=100)
-        self.OUTBOX_RETRY_DELAY = _int(env, "OUTBOX_RETRY_DELAY", 30, minimum=1, maximum=3600)
-        self.OUTBOX_RETRY_MAX_DELAY = _int(env, "OUTBOX_RETRY_MAX_DELAY", 3600, minimum=1, maximum=86400)
-        self.OUTBOX_LEASE = _int(env, "OUTBOX_LEASE", 300, minimum=1, maximum=86400)
-        self.OUTBOX_BATCH_SIZE = _int(env, "OUTBOX_BATCH_SIZE", 10, minimum=1, maximum=1000)
-        self.OUTBOX_POLL_INTERVAL = float(_int(env, "OUTBOX_POLL_INTERVAL_MS", 1000, minimum=10, maximum=60000)) / 1000
+        self.OUTBOX_MAX_ATTEMPTS = env_int(env, "OUTBOX_MAX_ATTEMPTS", 10, minimum=1, maximum=100)
+        self.OUTBOX_RETRY_DELAY = env_int(env, "OUTBOX_RETRY_DELAY", 30, minimum=1, maximum=3600)
+        self.OUTBOX_RETRY_MAX_DELAY = env_int(env, "OUTBOX_RETRY_MAX_DELAY", 3600, minimum=1, maximum=86400)
+        self.OUTBOX_LEASE = env_int(env, "OUTBOX_LEASE", 300, minimum=1, maximum=86400)
+        self.OUTBOX_BATCH_SIZE = env_int(env, "OUTBOX_BATCH_SIZE", 10, minimum=1, maximum=1000)
+        self.OUTBOX_POLL_INTERVAL = (
+            float(env_int(env, "OUTBOX_POLL_INTERVAL_MS", 1000, minimum=10, maximum=60000)) / 1000
+        )
 
     def _frontend_url(self, env: Mapping[str, Any]) -> str | None:
         """The base of the links in mails: an absolute http(s) URL without a trailing slash."""
@@ -406,9 +438,6 @@ class BaseConfig:
 
     def validate(self) -> None:
         """Refuse settings that cannot work in any environment."""
-        from app.proxy import parse_networks
-        from app.services.secretbox import check_keys
-
         try:
             parse_networks(self.TRUSTED_PROXIES)
         except ValueError as error:
@@ -417,7 +446,7 @@ class BaseConfig:
             # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
             raise ConfigError("JWT_SECRET_KEY must be at least 32 bytes long")
         try:
-            check_keys(self.ENCRYPTION_KEY)
+            check_fernet_keys(self.ENCRYPTION_KEY)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         if self.JWT_SECRET_KEY in self.ENCRYPTION_KEY:

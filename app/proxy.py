@@ -8,20 +8,12 @@ scheme by sending the headers itself (ASVS 4.0 1.14.x / OWASP: never trust clien
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+
+from config import parse_networks
+
+__all__ = ["TrustedProxyMiddleware", "client_address", "parse_networks"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(entries: Iterable[str]) -> list[IPNetwork]:
-    """Parse addresses and CIDR networks; raise ValueError naming a bad entry."""
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"TRUSTED_PROXIES: {entry!r} is not an IP address or network") from None
-    return networks
 
 
 def _trusted(address: str | None, networks: list[IPNetwork]) -> bool:

@@ -33,21 +33,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from config import ConfigError, check_serving, exit_on_config_error, get_config  # noqa: E402 - needs the path above
-
-
-def _env_int(name: str, default: int, minimum: int = 0) -> int:
-    """An integer setting from the environment, refusing nonsense with a clear message."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+from config import ConfigError, check_serving, env_int, exit_on_config_error, get_config  # noqa: E402 - needs the path above
 
 
 def _cgroup_cpu_quota() -> float | None:
@@ -91,13 +77,13 @@ def _app_settings():
 
 try:
     APP_SETTINGS = _app_settings()
-    workers = _env_int("GUNICORN_WORKERS", usable_cpus(), minimum=1)
+    workers = env_int(os.environ, "GUNICORN_WORKERS", usable_cpus(), minimum=1)
     check_serving(APP_SETTINGS, workers)  # again in on_starting, for a --workers flag
-    threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
-    timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=1)
-    graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
-    keepalive = _env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
-    max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0, minimum=0)
+    threads = env_int(os.environ, "GUNICORN_THREADS", 4, minimum=1)
+    timeout = env_int(os.environ, "GUNICORN_TIMEOUT", 30, minimum=1)
+    graceful_timeout = env_int(os.environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
+    keepalive = env_int(os.environ, "GUNICORN_KEEPALIVE", 5, minimum=0)
+    max_requests = env_int(os.environ, "GUNICORN_MAX_REQUESTS", 0, minimum=0)
     certfile = os.environ.get("TLS_CERT_FILE", "").strip() or None
     keyfile = os.environ.get("TLS_KEY_FILE", "").strip() or None
     # TLS: both files or neither; half a TLS configuration is a mistake, not plain HTTP.

@@ -14,7 +14,7 @@ from flask_login import current_user, login_required
 from app.errors import Forbidden, InvalidToken, MissingToken, MissingTokenField
 from app.extensions import db
 from app.http import bearer
-from app.models import User
+from app.models import ADMIN, User
 from app.services import tokens
 
 __all__ = [
@@ -83,7 +83,7 @@ def admin_required(view):
     @wraps(view)
     @login_required
     def wrapper(*args, **kwargs):
-        if current_user.role != "admin":
+        if current_user.role != ADMIN:
             raise Forbidden("This needs the admin role.")
         return view(*args, **kwargs)
 

@@ -18,7 +18,6 @@ blp = Blueprint("audit", __name__, description="Audit trail")
 @blp.doc(security=BEARER_SECURITY)
 def list_events(args):
     """Security events, newest first, filtered by user (actor or target) and event (admins)."""
-    items, total = audit.list_events(
+    return audit.list_events(
         page=args["page"], per_page=args["per_page"], user_id=args.get("user"), event=args.get("event")
     )
-    return {"items": items, "page": args["page"], "per_page": args["per_page"], "total": total}

@@ -25,8 +25,7 @@ blp = Blueprint("users", __name__, description="User management")
 @blp.doc(security=BEARER_SECURITY)
 def list_users(args):
     """List users, paginated and filtered (admins)."""
-    items, total = users.list_users(**args)
-    return {"items": items, "page": args["page"], "per_page": args["per_page"], "total": total}
+    return users.list_users(**args)
 
 
 @blp.route("/users", methods=["POST"])
@@ -38,7 +37,6 @@ def list_users(args):
 @blp.problem(403)
 def create_user(args):
     """Create a user with a role and status (admins)."""
-    args.pop("password_confirm", None)
     return {"user": users.create_user(actor=caller(), **args)}
 
 

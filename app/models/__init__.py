@@ -8,10 +8,12 @@ from app.models.outbox import OutboxMessage
 from app.models.revocation import RevokedToken
 from app.models.session import Session
 from app.models.throttle import LoginThrottle
-from app.models.user import ROLES, User
+from app.models.user import ADMIN, ROLES, USER, User
 
 __all__ = [
+    "ADMIN",
     "ROLES",
+    "USER",
     "AccountToken",
     "AuditEvent",
     "Base",

@@ -11,6 +11,43 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
 
+# The events the trail records (the `event` column), the one list the service and the API's filter share.
+EVENTS = (
+    "signup",
+    "login_succeeded",
+    "login_failed",
+    "login_throttled",
+    "reauthentication_failed",
+    "logout",
+    "refresh_reuse_detected",
+    "password_changed",
+    "password_reset",
+    "profile_updated",
+    "role_changed",
+    "user_activated",
+    "user_deactivated",
+    "user_created",
+    "user_deleted",
+    "account_deleted",
+    "session_revoked",
+    "admin_created",
+    "admin_promoted",
+    "password_reset_requested",
+    "password_reset_completed",
+    "email_verification_sent",
+    "email_verified",
+    "email_change_requested",
+    "email_changed",
+    "mfa_enrolment_started",
+    "mfa_enabled",
+    "mfa_disabled",
+    "mfa_removed_by_admin",
+    "mfa_challenge_issued",
+    "mfa_failed",
+    "recovery_code_used",
+    "recovery_codes_regenerated",
+)
+
 
 class AuditEvent(Base):
     """One security-relevant event. Actor and target are plain ids: the trail outlives the accounts."""

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
 
-ROLES = ("user", "admin")
+USER, ADMIN = "user", "admin"
+ROLES = (USER, ADMIN)
 
 
 class User(UserMixin, Base):

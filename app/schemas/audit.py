@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from app.services.audit import EVENTS
+from app.models.audit import EVENTS
+from app.schemas.common import PageQuerySchema, PageSchema, per_page_field
 
 
-class AuditQuerySchema(Schema):
+class AuditQuerySchema(PageQuerySchema):
     """GET /audit query parameters."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
-    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100))
+    per_page = per_page_field(50)
     user = fields.UUID(metadata={"description": "Events where this user is the actor or the target"})
     event = fields.String(validate=validate.OneOf(EVENTS))
 
@@ -29,11 +29,7 @@ class AuditEventSchema(Schema):
     details = fields.Dict(allow_none=True)
 
 
-class AuditListSchema(Schema):
+class AuditListSchema(PageSchema):
     """A page of audit events, newest first."""
 
-    success = fields.Boolean(dump_default=True)
     items = fields.List(fields.Nested(AuditEventSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
 from app.schemas.common import UserSchema
 from app.schemas.fields import Email, Password, StrictBoolean, Text, Username
@@ -22,6 +22,12 @@ class SignupRequestSchema(Schema):
         """password_confirm, when given, must equal password."""
         if "password_confirm" in data and data.get("password") != data["password_confirm"]:
             raise ValidationError("Does not match password.", field_name="password_confirm")
+
+    @post_load
+    def _drop_confirmation(self, data, **kwargs):
+        """Checked above, and of no use past the schema: no controller or service sees it."""
+        data.pop("password_confirm", None)
+        return data
 
 
 class LoginRequestSchema(Schema):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from app.errors import CODES
+from app.models import ROLES
 
 
 class ProblemSchema(Schema):
@@ -36,7 +37,7 @@ class UserSchema(Schema):
     email = fields.String()
     username = fields.String(allow_none=True)
     name = fields.String()
-    role = fields.String(metadata={"enum": ["user", "admin"]})
+    role = fields.String(metadata={"enum": list(ROLES)})
     is_active = fields.Boolean()
     email_verified = fields.Boolean()
     pending_email = fields.String(
@@ -45,6 +46,27 @@ class UserSchema(Schema):
     mfa_enabled = fields.Boolean(metadata={"description": "A second factor (TOTP) is on for this account"})
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+
+def per_page_field(default: int) -> fields.Integer:
+    """The `per_page` query parameter of a list endpoint: 1 to 100, `default` when absent."""
+    return fields.Integer(load_default=default, validate=validate.Range(min=1, max=100))
+
+
+class PageQuerySchema(Schema):
+    """The query parameters every list endpoint takes: `page` (from 1) and `per_page`."""
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    per_page = per_page_field(20)
+
+
+class PageSchema(Schema):
+    """What every list endpoint answers beside its `items` (app/services/pages.py Page)."""
+
+    success = fields.Boolean(dump_default=True)
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
 
 
 class UserResponseSchema(Schema):

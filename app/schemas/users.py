@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from app.models import ROLES
 from app.schemas.auth import SignupRequestSchema
-from app.schemas.common import UserSchema
+from app.schemas.common import PageQuerySchema, PageSchema, UserSchema
 from app.schemas.fields import Email, Password, StrictBoolean, Text, Username
 
-ROLE = validate.OneOf(["user", "admin"])
+ROLE = validate.OneOf(ROLES)
 
 
 class UserCreateSchema(SignupRequestSchema):
@@ -37,11 +38,9 @@ class UserDeleteSchema(Schema):
     password = Password(metadata={"description": "Required when the account is the caller's own"})
 
 
-class UserListQuerySchema(Schema):
+class UserListQuerySchema(PageQuerySchema):
     """GET /users query parameters."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
-    per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     email = Email(metadata={"description": "Exact match, case-insensitive"})
     q = fields.String(
         validate=validate.Length(min=1, max=100),
@@ -51,11 +50,7 @@ class UserListQuerySchema(Schema):
     is_active = fields.Boolean()
 
 
-class UserListSchema(Schema):
+class UserListSchema(PageSchema):
     """A page of users."""
 
-    success = fields.Boolean(dump_default=True)
     items = fields.List(fields.Nested(UserSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()

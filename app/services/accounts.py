@@ -22,7 +22,6 @@ def signup(
     username: str | None = None,
     user_agent: str | None = None,
     ip: str | None = None,
-    **_confirmation: Any,
 ) -> tuple[User, tokens.TokenPair]:
     """Create a `user` account and its first session. Raises ValidationFailed, EmailTaken, UsernameTaken."""
     user = users.new_user(email=email, password=password, name=name, username=username)
@@ -37,7 +36,7 @@ def signup(
 def find_by_identifier(*, email: str | None, username: str | None) -> User | None:
     """The account with this (normalized) email, or this username by its key (`ａｄｍｉｎ` finds `admin`)."""
     if email is not None:
-        return db.session.scalars(select(User).where(User.email == email)).first()
+        return users.by_email(email)
     key = users.username_key(username)
     if key is None:  # no account can have it; never compare with NULL, which users without a username hold
         return None

@@ -12,47 +12,13 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, or_, select
 
 from app import observability
 from app.extensions import db
 from app.models import AuditEvent, utcnow
-
-EVENTS = (
-    "signup",
-    "login_succeeded",
-    "login_failed",
-    "login_throttled",
-    "reauthentication_failed",
-    "logout",
-    "refresh_reuse_detected",
-    "password_changed",
-    "password_reset",
-    "profile_updated",
-    "role_changed",
-    "user_activated",
-    "user_deactivated",
-    "user_created",
-    "user_deleted",
-    "account_deleted",
-    "session_revoked",
-    "admin_created",
-    "admin_promoted",
-    "password_reset_requested",
-    "password_reset_completed",
-    "email_verification_sent",
-    "email_verified",
-    "email_change_requested",
-    "email_changed",
-    "mfa_enrolment_started",
-    "mfa_enabled",
-    "mfa_disabled",
-    "mfa_removed_by_admin",
-    "mfa_challenge_issued",
-    "mfa_failed",
-    "recovery_code_used",
-    "recovery_codes_regenerated",
-)
+from app.models.audit import EVENTS
+from app.services import pages
 
 _origin: ContextVar[tuple[str | None, str | None]] = ContextVar("audit_origin", default=(None, None))
 
@@ -88,20 +54,14 @@ def record_now(event: str, **kwargs: Any) -> None:
     db.session.commit()
 
 
-def list_events(
-    *, page: int, per_page: int, user_id: uuid.UUID | None = None, event: str | None = None
-) -> tuple[list[AuditEvent], int]:
+def list_events(*, page: int, per_page: int, user_id: uuid.UUID | None = None, event: str | None = None) -> pages.Page:
     """A page of events, newest first, filtered by a user (as actor or target) and an event name."""
     query = select(AuditEvent)
     if user_id is not None:
         query = query.where(or_(AuditEvent.actor_id == user_id, AuditEvent.target_id == user_id))
     if event is not None:
         query = query.where(AuditEvent.event == event)
-    total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    items = db.session.scalars(
-        query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).offset((page - 1) * per_page).limit(per_page)
-    ).all()
-    return list(items), total
+    return pages.page_of(query, AuditEvent.created_at.desc(), AuditEvent.id.desc(), page=page, per_page=per_page)
 
 
 def purge(*, older_than_days: int) -> int:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from app.errors import AlreadyVerified, InvalidResetToken, InvalidVerificationToken, MailUnavailable
 from app.extensions import db
@@ -159,7 +159,7 @@ def request_password_reset(*, email: str, ip: str | None = None, user_agent: str
 
 def run_password_forgot(payload: dict[str, Any]) -> None:
     """The worker's half of /password/forgot: an active account gets a reset mail; nobody else anything."""
-    user = db.session.scalars(select(User).where(User.email == payload.get("email"))).first()
+    user = users.by_email(payload.get("email"))
     if user is None or not user.is_active:
         return
     audit.set_origin(ip=payload.get("ip"), user_agent=payload.get("user_agent"))

@@ -16,18 +16,6 @@ from flask import Flask, current_app
 from app.errors import MfaUnavailable
 
 
-def check_keys(keys: list[str]) -> None:
-    """Raise ValueError (without the key's text) unless every key is a Fernet key."""
-    for position, key in enumerate(keys, start=1):
-        try:
-            Fernet(key.encode())
-        except (ValueError, TypeError):
-            raise ValueError(
-                f"ENCRYPTION_KEY: key {position} is not a Fernet key (32 bytes, url-safe base64); "
-                "make one with `flask mfa generate-key`"
-            ) from None
-
-
 def init_app(app: Flask) -> None:
     """Build the app's cipher once (None when no key is configured)."""
     keys = app.config["ENCRYPTION_KEY"]

@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from app import identifiers
 from app.errors import (
     Conflict,
     EmailTaken,
@@ -21,16 +22,15 @@ from app.errors import (
     ValidationFailed,
 )
 from app.extensions import db
-from app.models import RevokedToken, Session, User
-from app.schemas import fields
-from app.services import audit, credentials, passwords, recovery, revocations, tokens
+from app.models import ADMIN, RevokedToken, Session, User
+from app.services import audit, credentials, pages, passwords, recovery, revocations, tokens
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
 
 def username_key(username: str | None) -> str | None:
     """The uniqueness key of a username (RFC 8265 UsernameCaseMapped); None for none or an impossible one."""
-    return fields.username_key(username)
+    return identifiers.username_key(username)
 
 
 @lru_cache(maxsize=4)
@@ -159,7 +159,7 @@ def list_users(
     q: str | None = None,
     role: str | None = None,
     is_active: bool | None = None,
-) -> tuple[list[User], int]:
+) -> pages.Page:
     """A page of users, oldest first, and the total matching the filters."""
     query = select(User)
     if email is not None:
@@ -177,11 +177,7 @@ def list_users(
         query = query.where(User.role == role)
     if is_active is not None:
         query = query.where(User.is_active == is_active)
-    total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    items = db.session.scalars(
-        query.order_by(User.created_at, User.id).offset((page - 1) * per_page).limit(per_page)
-    ).all()
-    return list(items), total
+    return pages.page_of(query, User.created_at, User.id, page=page, per_page=per_page)
 
 
 def ensure_not_last_admin(target: User) -> None:
@@ -190,10 +186,10 @@ def ensure_not_last_admin(target: User) -> None:
     The active admins' rows are locked (FOR UPDATE; SQLite serializes writers anyway), so two
     admins demoting each other at once cannot both succeed.
     """
-    if target.role != "admin" or not target.is_active:
+    if target.role != ADMIN or not target.is_active:
         return
     admins = db.session.scalars(
-        select(User.id).where(User.role == "admin", User.is_active.is_(True)).with_for_update()
+        select(User.id).where(User.role == ADMIN, User.is_active.is_(True)).with_for_update()
     ).all()
     if not [admin for admin in admins if admin != target.id]:
         raise LastAdmin()
@@ -225,7 +221,7 @@ def apply_update(
         target.name = changes["name"]
     if profile:
         audit.record("profile_updated", actor_id=actor_id, target_id=target.id, fields=profile)
-    demoting = changes.get("role", target.role) != "admin"
+    demoting = changes.get("role", target.role) != ADMIN
     deactivating = changes.get("is_active", target.is_active) is False
     if demoting or deactivating:
         ensure_not_last_admin(target)
@@ -260,7 +256,7 @@ def update_own(user: User, changes: dict[str, Any]) -> User:
     """
     if "email" in changes and recovery.request_email_change(user, changes["email"], actor_id=user.id):
         changes = {key: value for key, value in changes.items() if key != "email"}
-    return apply_update(user, changes, actor_id=user.id, may_reserve=user.role == "admin")
+    return apply_update(user, changes, actor_id=user.id, may_reserve=user.role == ADMIN)
 
 
 def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User:
@@ -269,7 +265,7 @@ def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User
     Raises NotFound, Forbidden, ValidationFailed, EmailTaken, UsernameTaken, LastAdmin.
     """
     target = visible_user(actor=actor, target_id=target_id)
-    if actor.role != "admin" and not SELF_EDITABLE.issuperset(changes):
+    if actor.role != ADMIN and not SELF_EDITABLE.issuperset(changes):
         raise Forbidden("Only an admin may change role, is_active or password here.")
     if target.id == actor.id and "password" in changes:
         # POST /me/password asks for the current password; no path may skip that (ASVS 2.1.6).
@@ -279,12 +275,12 @@ def update_user(*, actor: User, target_id: str, changes: dict[str, Any]) -> User
         )
     if target.id == actor.id:
         return update_own(target, changes)
-    return apply_update(target, changes, actor_id=actor.id, may_reserve=actor.role == "admin")
+    return apply_update(target, changes, actor_id=actor.id, may_reserve=actor.role == ADMIN)
 
 
 def visible_user(*, actor: User, target_id: str) -> User:
     """The target if the actor is an admin or the target; NotFound/Forbidden otherwise."""
-    if actor.role == "admin":
+    if actor.role == ADMIN:
         return get_user(target_id)
     if str(actor.id) != str(target_id).lower():
         raise Forbidden()
@@ -328,17 +324,17 @@ def create_or_promote_admin(*, email: str, password: str | None, name: str | Non
 
     Raises ValidationFailed, EmailTaken, UsernameTaken.
     """
-    user = db.session.scalars(select(User).where(User.email == email)).first()
+    user = by_email(email)
     if user is None:
         if not password:
             raise ValueError("a password is required to create a new admin")
-        user = new_user(email=email, password=password, name=name or email.split("@")[0], role="admin")
+        user = new_user(email=email, password=password, name=name or email.split("@")[0], role=ADMIN)
         # The operator vouches for the address: EMAIL_VERIFICATION=required must not lock them out.
         user.email_verified = True
         audit.record("admin_created", target_id=user.id, via="cli")
         commit_or_conflict()
         return user, True
-    changes: dict[str, Any] = {"role": "admin", "is_active": True}
+    changes: dict[str, Any] = {"role": ADMIN, "is_active": True}
     if password:
         changes["password"] = password
     if name:
@@ -347,6 +343,13 @@ def create_or_promote_admin(*, email: str, password: str | None, name: str | Non
     return apply_update(user, changes, actor_id=None), False
 
 
+def by_email(email: str | None) -> User | None:
+    """The account with this (normalized) email, if any: the one lookup by address."""
+    if email is None:
+        return None
+    return db.session.scalars(select(User).where(User.email == email)).first()
+
+
 def find_admin_candidate(email: str) -> User | None:
     """The existing account create-admin would promote, if any."""
-    return db.session.scalars(select(User).where(User.email == email)).first()
+    return by_email(email)

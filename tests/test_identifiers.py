@@ -1,11 +1,11 @@
-"""The identifier rules of app/schemas/fields.py as pure functions: normalization and refusals."""
+"""The identifier rules of app/identifiers.py as pure functions: normalization and refusals."""
 
 from __future__ import annotations
 
 import pytest
 from marshmallow import ValidationError
 
-from app.schemas.fields import (
+from app.identifiers import (
     ascii_lookalike,
     has_invisible_chars,
     mixes_scripts,
