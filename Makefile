@@ -6,16 +6,24 @@ PORT ?= 8443
 CERT_DIR ?= instance/certs
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-smoke clean venv migrate cert secret
+.PHONY: run test lint bench bench-smoke clean venv migrate cert secret lock
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstall whenever a requirements file changes.
-$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/activate
+# Reinstall whenever a requirements file changes. The runtime tree comes from requirements.lock,
+# every file checked against its hash; then the development tools (tests/test_requirements.py
+# checks that they moved no runtime package).
+$(VENV)/.installed: requirements.lock requirements.txt requirements-dev.txt | $(BIN)/activate
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
+
+## make lock: requirements.lock (every runtime package, transitive ones too, with hashes) made again from requirements.txt
+lock: venv
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+		--strip-extras --no-emit-index-url --output-file requirements.lock requirements.txt
 
 venv: $(VENV)/.installed
 
