@@ -64,10 +64,14 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 ## make test-deploy: only the deployment tests (entrypoint, nginx gateway, scale-out, image, compose, Kubernetes); installs nginx if missing
-.PHONY: test-deploy image
+.PHONY: test-deploy image image-test
 test-deploy: venv
 	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
-## make image: build the container image (needs Docker; see docs/OPERATIONS.md)
+## make image: build the container image (needs Docker; BASE_IMAGE=… for a mirror or a local base; see docs/OPERATIONS.md)
 image:
-	docker build -t auth-service:local .
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t auth-service:local .
+
+## make image-test: build the image with a private Docker engine and test it for real (root, docker.io, debootstrap; docs/OPERATIONS.md)
+image-test: venv
+	IMAGE_TEST=1 $(BIN)/python -m pytest tests/deploy/test_image_build.py $(PYTEST_ARGS)
