@@ -6,16 +6,24 @@ PORT ?= 8443
 CERT_DIR ?= instance/certs
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-smoke clean venv migrate cert secret
+.PHONY: run test lint bench bench-smoke clean venv migrate cert secret lock
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstall whenever a requirements file changes.
-$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/activate
+# Reinstall whenever a requirements file changes. The runtime tree comes from requirements.lock,
+# every file checked against its hash; then the development tools (tests/test_requirements.py
+# checks that they moved no runtime package).
+$(VENV)/.installed: requirements.lock requirements.txt requirements-dev.txt | $(BIN)/activate
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
+
+## make lock: requirements.lock (every runtime package, transitive ones too, with hashes) made again from requirements.txt
+lock: venv
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+		--strip-extras --no-emit-index-url --output-file requirements.lock requirements.txt
 
 venv: $(VENV)/.installed
 
@@ -56,10 +64,14 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 ## make test-deploy: only the deployment tests (entrypoint, nginx gateway, scale-out, image, compose, Kubernetes); installs nginx if missing
-.PHONY: test-deploy image
+.PHONY: test-deploy image image-test
 test-deploy: venv
 	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
-## make image: build the container image (needs Docker; see docs/OPERATIONS.md)
+## make image: build the container image (needs Docker; BASE_IMAGE=… for a mirror or a local base; see docs/OPERATIONS.md)
 image:
-	docker build -t auth-service:local .
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t auth-service:local .
+
+## make image-test: build the image with a private Docker engine and test it for real (root, docker.io, debootstrap; docs/OPERATIONS.md)
+image-test: venv
+	IMAGE_TEST=1 $(BIN)/python -m pytest tests/deploy/test_image_build.py $(PYTEST_ARGS)

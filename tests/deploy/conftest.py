@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.databases import BACKENDS, IN_CI, POSTGRES_SERVER, TEST_REDIS_URL
+from tests.deploy.engine import IMAGE_REPORT
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -35,6 +36,15 @@ ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
 def pytest_configure(config):
     """Register the marker of the tests that start real processes."""
     config.addinivalue_line("markers", "slow: starts real servers (gunicorn, nginx); deselect with -m 'not slow'")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """What `make image-test` measured: where its base came from, the build's time, the image's size."""
+    report = config.stash.get(IMAGE_REPORT, None)
+    if report:
+        terminalreporter.write_sep("-", "container image")
+        for name, value in report.items():
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 def free_port() -> int:

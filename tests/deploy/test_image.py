@@ -1,12 +1,13 @@
 """The container image's recipe, checked without a container engine: the Dockerfile's shape, that
 the files it copies are enough to run the service, the build context, the entrypoint script's
-lint, and the HEALTHCHECK command."""
+lint, and the HEALTHCHECK command. The image built and run for real: test_image_build.py."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,9 +38,33 @@ def stages() -> list[list[dict]]:
     return found
 
 
+@pytest.fixture(scope="module")
+def global_args() -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults."""
+    with open(ROOT / "Dockerfile", "rb") as handle:
+        structure = DockerfileParser(fileobj=handle).structure
+    found = {}
+    for instruction in structure:
+        if instruction["instruction"] == "FROM":
+            break
+        if instruction["instruction"] == "ARG":
+            name, _, default = instruction["value"].partition("=")
+            found[name] = default
+    return found
+
+
 def values(stage: list[dict], name: str) -> list[str]:
     """The values of every `name` instruction of a stage."""
     return [item["value"] for item in stage if item["instruction"] == name]
+
+
+def expanded(source: str) -> list[str]:
+    """A COPY source as the build context paths it names (wildcards expanded, as Docker does)."""
+    if "*" not in source:
+        return [source]
+    matches = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob(source))
+    assert matches, f"COPY {source} matches nothing"
+    return matches
 
 
 def copied_sources(stage: list[dict]) -> list[str]:
@@ -48,19 +73,36 @@ def copied_sources(stage: list[dict]) -> list[str]:
     for value in values(stage, "COPY"):
         parts = [part for part in value.split() if not part.startswith("--")]
         assert "--from" not in value, "the runtime stage takes only the build context and wheels"
-        sources += parts[:-1]
+        sources += [path for part in parts[:-1] for path in expanded(part)]
     return sources
 
 
-def test_image_is_multi_stage_slim_and_on_the_tested_python(stages):
+def test_image_is_multi_stage_slim_and_on_the_tested_python(stages, global_args):
     assert len(stages) >= 2
     build, runtime = stages[0], stages[-1]
-    assert values(build, "FROM")[0].endswith(" AS build")
-    base = values(runtime, "FROM")[0]
+    # Both stages on one base, given as a build argument (a registry mirror, or one made locally).
+    assert values(build, "FROM") == ["${BASE_IMAGE} AS build"]
+    assert values(runtime, "FROM") == ["${BASE_IMAGE}"]
+    base = global_args["BASE_IMAGE"]
     assert "-slim" in base
     assert base.startswith(f"python:{sys.version_info.major}.{sys.version_info.minor}-")
-    assert any("pip wheel" in run for run in values(build, "RUN"))
-    assert any("from=build" in run and "--no-index" in run for run in values(runtime, "RUN"))
+
+
+def test_image_builds_without_a_registry_but_for_its_base():
+    # A `# syntax=` directive makes BuildKit fetch that frontend image from a registry first.
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    assert not any(re.match(r"^#\s*syntax\s*=", line, re.I) for line in lines)
+
+
+def test_image_installs_the_lock_file_by_its_hashes(stages):
+    build, runtime = stages[0], stages[-1]
+    assert copied_sources(build) == ["requirements.lock"]
+    assert any("pip wheel --require-hashes" in run and "-r requirements.lock" in run for run in values(build, "RUN"))
+    # The final install takes only the built wheels, and checks each against the lock again.
+    install = [run for run in values(runtime, "RUN") if "pip install" in run]
+    assert len(install) == 1
+    assert "from=build" in install[0] and "--no-index" in install[0] and "--require-hashes" in install[0]
+    assert "requirements.lock" in install[0]
 
 
 def test_image_runs_as_a_numeric_non_root_user(stages):
@@ -118,7 +160,8 @@ def test_what_the_image_copies_is_enough_to_run(stages, tmp_path):
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     for value in values(stages[-1], "COPY"):
-        *sources, target = value.split()
+        *patterns, target = value.split()
+        sources = [path for pattern in patterns for path in expanded(pattern)]
         into_folder = target.endswith("/") or len(sources) > 1
         for source in sources:
             origin = ROOT / source
@@ -140,6 +183,18 @@ def test_what_the_image_copies_is_enough_to_run(stages, tmp_path):
         [str(BIN / "flask"), "db", "upgrade"], cwd=app_dir, env=env, capture_output=True, text=True, timeout=120
     )
     assert upgraded.returncode == 0, upgraded.stderr
+    # gunicorn reads its configuration (which imports deploy/ modules of its own) and its worker class.
+    checked = subprocess.run(
+        [str(BIN / "gunicorn"), "--config", "deploy/gunicorn.conf.py", "--check-config", "wsgi:app"],
+        cwd=app_dir, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    worker = subprocess.run(
+        [str(BIN / "python"), "-c", "import runpy; from gunicorn.util import load_class; "
+         "load_class(runpy.run_path('deploy/gunicorn.conf.py')['worker_class'])"],
+        cwd=app_dir, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
     for script in ("entrypoint.sh", "dbctl.py", "healthcheck.py", "gunicorn.conf.py"):
         assert (app_dir / "deploy" / script).exists(), script
 
