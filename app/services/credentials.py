@@ -104,8 +104,27 @@ def release_connection() -> None:
     holding its connection meanwhile would starve the pool (one connection fewer than threads,
     waits of at most DATABASE_POOL_TIMEOUT) and turn a burst of logins into 503s. Call it only
     when nothing is pending: loaded objects are expired and reload on their next use.
+
+    It also keeps the failure floor of passwords.FailureTiming up to date: before an app's first
+    check, and every minute after, a thread reads the stored hashes that are not in the current
+    argon2id form and learns what checking each format costs.
     """
     db.session.commit()
+    passwords.keep_calibrated(_foreign_hash_sample)
+
+
+def _foreign_hash_sample(limit: int = 200) -> list[str]:
+    """Up to `limit` stored hashes not in the current argon2id form (imported, or of older parameters)."""
+    try:
+        return list(
+            db.session.scalars(
+                select(User.password_hash)
+                .where(~User.password_hash.startswith(passwords.current_prefix()))
+                .limit(limit)
+            )
+        )
+    finally:
+        db.session.remove()
 
 
 def lock(user: User) -> None:
