@@ -273,19 +273,15 @@ def users_import(source, dry_run: bool, on_conflict: str, allow_reserved: bool, 
 @with_appcontext
 def users_export(target: str, with_hashes: bool) -> None:
     """Export every user to TARGET (JSON Lines, the import's format; - or nothing for standard output)."""
-    if target == "-":
-        out = click.get_binary_stream("stdout")
-    else:
-        out = os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+    records = imports.export_users(with_hashes=with_hashes)
     count = 0
-    try:
-        for line in imports.export_users(with_hashes=with_hashes):
-            out.write(line + b"\n")
-            count += 1
-        out.flush()
-    finally:
-        if out is not click.get_binary_stream("stdout"):
-            out.close()
+    if target == "-":
+        for count, line in enumerate(records, start=1):  # noqa: B007
+            click.echo(line)
+    else:
+        with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            for count, line in enumerate(records, start=1):  # noqa: B007
+                out.write(line + b"\n")
     click.echo(f"users.exported {count}", err=True)
 
 

@@ -165,6 +165,8 @@ class Importer:
         """Import every line; the summary is also recorded in the audit trail (not for a dry run)."""
         batch: list[_Record] = []
         for number, raw in enumerate(lines, start=1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf" if isinstance(raw, bytes) else "\ufeff")  # a byte order mark
             parsed = parse_line(number, raw)
             if isinstance(parsed, LineProblem):
                 self.summary.failed += 1
@@ -379,7 +381,8 @@ def export_users(*, with_hashes: bool = False, batch_size: int = DEFAULT_BATCH_S
     it the same state. The export is audited when it ends (who took the hashes matters).
     """
     names = [name for name in _schema.fields if with_hashes or name != "password_hash"]
-    query = select(User).order_by(User.created_at, User.id).execution_options(yield_per=batch_size)
+    # Emails break ties: the same users export in the same order from any database they were imported into.
+    query = select(User).order_by(User.created_at, User.email).execution_options(yield_per=batch_size)
     count = 0
     for user in db.session.scalars(query):
         record = {name: getattr(user, name) for name in names}
