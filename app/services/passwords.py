@@ -287,7 +287,8 @@ class FailureTiming:
         self.seen: dict[str, float] = {}
         self.sampled_at: float | None = None
         self.calibrating = False
-        self.first_calibration = threading.Event()
+        self.idle = threading.Event()  # cleared while a calibration runs
+        self.idle.set()
 
     def observe(self, cost_class: str | None, seconds: float) -> None:
         """One check of `cost_class` took `seconds`."""
@@ -300,8 +301,9 @@ class FailureTiming:
 
     def floor(self, current: str) -> float:
         """The seconds a failed check must last: the costliest class's, or 0 while only `current` is known."""
-        if self.calibrating and not self.first_calibration.is_set():
-            self.first_calibration.wait(10)  # a worker's first answers wait for what the database holds
+        # While the database is sampled, failures wait for what it holds: right after an import,
+        # the first answers for unknown accounts must already last as long as the new format's.
+        self.idle.wait(10)
         with self.lock:
             if not any(cost_class != current for cost_class in self.costs):
                 return 0.0
@@ -314,6 +316,7 @@ class FailureTiming:
             if not due or self.calibrating:
                 return False
             self.calibrating = True
+            self.idle.clear()
             return True
 
     def forget_except(self, present: set[str], current: str) -> None:
@@ -325,13 +328,13 @@ class FailureTiming:
                     del self.costs[cost_class], self.seen[cost_class]
             self.sampled_at = time.monotonic()
             self.calibrating = False
-        self.first_calibration.set()
+        self.idle.set()
 
     def abandon(self) -> None:
         """A calibration that could not read the database: the next caller tries again."""
         with self.lock:
             self.calibrating = False
-        self.first_calibration.set()
+        self.idle.set()
 
 
 def _timing() -> FailureTiming:
@@ -358,8 +361,7 @@ def keep_calibrated(read_hashes: Callable[[], list[str]]) -> None:
     """When due, learn on a thread what checking each format among `read_hashes()` costs (FailureTiming).
 
     A thread, so no request waits for the read (a scan of the users table when every hash is
-    current) or for the checks; only the failures answered before an app's first calibration
-    ends wait for it (FailureTiming.floor).
+    current) or for the checks, except the failures answered meanwhile (FailureTiming.floor).
     """
     timing = _timing()
     if not timing.claim():

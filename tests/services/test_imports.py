@@ -418,3 +418,81 @@ def test_sessions_of_the_source_are_not_exported(app, runner, user):
         assert db.session.scalar(select(func.count()).select_from(Session)) == 1
     exported = run(runner, "export", "--with-hashes").stdout
     assert user["refresh_token"] not in exported and str(user["user_id"]) not in exported
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+def test_failed_logins_take_as_long_for_unknown_native_and_imported_accounts(make_app, tmp_path):
+    """A bcrypt check costs far more than the testing argon2id; every failure lasts as long as it.
+
+    Measured from a fresh app whose first answers are for unknown accounts, before any bcrypt
+    hash was checked: the cost is learnt from the database first (passwords.FailureTiming).
+    """
+    import statistics
+    import time
+
+    import bcrypt
+
+    fresh = make_app()
+    client = fresh.test_client()
+    slow_hash = bcrypt.hashpw(b"imported password", bcrypt.gensalt(rounds=10)).decode()
+    path = write_lines(tmp_path, {"email": "imported@example.com", "password_hash": slow_hash})
+    assert run(fresh.test_cli_runner(), "import", str(path)).exit_code == 0
+    assert (
+        client.post("/signup", json={"email": "native@example.com", "password": PASSWORD, "name": "N"}).status_code
+        == 201
+    )
+    started = time.perf_counter()
+    bcrypt.checkpw(b"wrong", slow_hash.encode())
+    bcrypt_seconds = time.perf_counter() - started
+    timings: dict[str, list[float]] = {"unknown@example.com": [], "native@example.com": [], "imported@example.com": []}
+    for _ in range(7):
+        for email, spent in timings.items():
+            started = time.perf_counter()
+            assert_problem(login(client, email, "a wrong password"), 401, "invalid_credentials")
+            spent.append(time.perf_counter() - started)
+    medians = {email: statistics.median(spent) for email, spent in timings.items()}
+    imported = medians["imported@example.com"]
+    assert medians["unknown@example.com"] > 0.6 * bcrypt_seconds, (medians, bcrypt_seconds)
+    for email in ("unknown@example.com", "native@example.com"):
+        assert 0.7 * imported < medians[email] < 1.4 * imported, medians
+    assert min(timings["unknown@example.com"][:2]) > 0.6 * bcrypt_seconds, timings  # from the very first answer
+    # A success is not padded: the native account's login stays as fast as its own hash.
+    started = time.perf_counter()
+    assert login(client, "native@example.com", PASSWORD).status_code == 200
+    assert time.perf_counter() - started < 0.6 * imported
+
+
+def test_an_import_into_a_running_service_is_padded_from_its_next_sample_until_every_hash_is_upgraded(
+    make_app, tmp_path, monkeypatch
+):
+    import time
+
+    import bcrypt
+
+    monkeypatch.setattr(passwords.FailureTiming, "RESAMPLE_SECONDS", 0.3)
+    running = make_app()
+    client = running.test_client()
+
+    def failure_seconds() -> float:
+        started = time.perf_counter()
+        assert login(client, "unknown@example.com", "a wrong password").status_code == 401
+        return time.perf_counter() - started
+
+    baseline = min(failure_seconds() for _ in range(3))  # the service knows only its own argon2id
+    slow_hash = bcrypt.hashpw(b"imported password", bcrypt.gensalt(rounds=10)).decode()
+    path = write_lines(tmp_path, {"email": "imported@example.com", "password_hash": slow_hash})
+    assert run(running.test_cli_runner(), "import", str(path)).exit_code == 0
+    started = time.perf_counter()
+    bcrypt.checkpw(b"wrong", slow_hash.encode())
+    bcrypt_seconds = time.perf_counter() - started
+    assert bcrypt_seconds > 3 * baseline, (bcrypt_seconds, baseline)  # else this test proves nothing
+    time.sleep(0.4)
+    assert min(failure_seconds() for _ in range(3)) > 0.6 * bcrypt_seconds  # the very next answers
+    assert login(client, "imported@example.com", "imported password").status_code == 200  # upgraded
+    time.sleep(0.4)
+    failure_seconds()  # the sample that finds no bcrypt hash left
+    time.sleep(0.4)
+    failure_seconds()  # and the one after it: nothing checked bcrypt since, so its cost is forgotten
+    assert min(failure_seconds() for _ in range(3)) < 0.5 * bcrypt_seconds
