@@ -234,7 +234,9 @@ class Importer:
                 batch.summary.failed += 1
                 batch.problems.append(LineProblem.of(record.line, error))
         if batch.rows and not self.dry_run:
-            db.session.execute(insert(User), list(batch.rows.values()))
+            # Core, not the ORM's bulk insert: that one splits the rows by which values are None
+            # (a username or not), and a batch would become hundreds of statements.
+            db.session.execute(insert(User.__table__), list(batch.rows.values()))
         if batch.events and not self.dry_run:
             audit.record_many("user_imported", batch.events)
         return batch
