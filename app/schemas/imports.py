@@ -21,7 +21,7 @@ class UserRecordSchema(Schema):
 
     email = Email(required=True)
     username = Username(allow_none=True)
-    name = Text(max_length=100)
+    name = Text(max_length=100, allow_none=True, metadata={"description": "absent or null: the email's local part"})
     role = fields.String(validate=ROLE)
     is_active = StrictBoolean()
     email_verified = StrictBoolean()

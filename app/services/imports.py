@@ -116,6 +116,8 @@ def parse_line(number: int, raw: bytes | str) -> _Record | LineProblem | None:
         data = _schema.load(document)
     except ValidationError as error:
         return LineProblem(number, "validation_error", _messages(error.messages))
+    if "name" in data and data["name"] is None:
+        del data["name"]  # many services leave the name empty: the email's local part, as for create-admin
     stored = data.get("password_hash")
     if stored is not None and hashformats.is_usable(stored):
         try:

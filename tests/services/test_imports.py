@@ -147,6 +147,12 @@ def test_a_user_without_a_hash_must_reset_and_then_logs_in(mail_app, smtp_server
     assert login(client, NO_HASH, "a brand new passphrase 42").status_code == 200
 
 
+def test_a_null_name_is_the_emails_local_part(app, runner, tmp_path):
+    path = write_lines(tmp_path, {"email": "Nameless.One@example.com", "name": None})
+    assert counts(run(runner, "import", str(path))) == summary(imported=1)
+    assert rows(app)["nameless.one@example.com"]["name"] == "nameless.one"
+
+
 def test_a_django_unusable_password_imports_as_must_reset(app, runner, tmp_path):
     path = write_lines(tmp_path, {"email": "social@example.com", "password_hash": "!vI4oZz1Xc0sAbCdEfGhIjKlMnOp"})
     assert run(runner, "import", str(path)).exit_code == 0
