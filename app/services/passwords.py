@@ -18,6 +18,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -286,6 +287,8 @@ class FailureTiming:
         self.costs: dict[str, float] = {}
         self.seen: dict[str, float] = {}
         self.sampled_at: float | None = None
+        self.sampled_wall: datetime | None = None  # when the last full read of the stored hashes began
+        self.foreign_stored = False  # whether it found any hash not in the current argon2id form
         self.calibrating = False
         self.idle = threading.Event()  # cleared while a calibration runs
         self.idle.set()
@@ -357,11 +360,13 @@ def _pad_failure(started: float, checks: int) -> None:
             time.sleep(remaining)
 
 
-def keep_calibrated(read_hashes: Callable[[], list[str]]) -> None:
-    """When due, learn on a thread what checking each format among `read_hashes()` costs (FailureTiming).
+def keep_calibrated(read_hashes: Callable[[datetime | None], list[str] | None]) -> None:
+    """When due, learn on a thread what checking each format among the stored hashes costs (FailureTiming).
 
-    A thread, so no request waits for the read (a scan of the users table when every hash is
-    current) or for the checks, except the failures answered meanwhile (FailureTiming.floor).
+    `read_hashes(since)` reads a sample of the stored hashes not in the current form; with a
+    `since`, it may answer None instead: nothing was imported since then, so the last sample,
+    which found no such hash, still holds (and no table scan is needed). A thread, so no request
+    waits for the read or the checks, except the failures answered meanwhile (FailureTiming.floor).
     """
     timing = _timing()
     if not timing.claim():
@@ -372,16 +377,23 @@ def keep_calibrated(read_hashes: Callable[[], list[str]]) -> None:
     ).start()
 
 
-def _calibrate_in_background(app: Any, timing: FailureTiming, read_hashes: Callable[[], list[str]]) -> None:
+def _calibrate_in_background(
+    app: Any, timing: FailureTiming, read_hashes: Callable[[datetime | None], list[str] | None]
+) -> None:
     """keep_calibrated's thread; a failed read is retried at the next due time."""
     with app.app_context():
+        started = datetime.now(UTC)
+        since = None if timing.sampled_wall is None or timing.foreign_stored else timing.sampled_wall
         try:
-            stored_hashes = read_hashes()
+            stored_hashes = read_hashes(since)
         except Exception:  # the database is away: the padding keeps what it knew
             app.logger.warning("password timing: the stored hashes could not be read", exc_info=True)
             timing.abandon()
             return
-        calibrate(stored_hashes)
+        if stored_hashes is not None:
+            timing.sampled_wall = started
+            timing.foreign_stored = any(not stored.startswith(hashformats.UNUSABLE_PREFIX) for stored in stored_hashes)
+        calibrate(stored_hashes or [])
 
 
 def calibrate(stored_hashes: list[str]) -> None:
