@@ -254,11 +254,19 @@ def users_import(source, dry_run: bool, on_conflict: str, allow_reserved: bool, 
     """Import users with their password hashes from SOURCE (JSON Lines; - for standard input)."""
     settings = {"on_conflict": on_conflict, "dry_run": dry_run, "allow_reserved": allow_reserved}
     report = lambda problem: click.echo(str(problem), err=True)  # noqa: E731
-    if not sys.stderr.isatty():
-        summary = imports.import_users(source, batch_size=batch_size, report=report, **settings)
-    else:
-        with _progress(source) as lines:
-            summary = imports.import_users(lines, batch_size=batch_size, report=_above(report), **settings)
+    try:
+        if not sys.stderr.isatty():
+            summary = imports.import_users(source, batch_size=batch_size, report=report, **settings)
+        else:
+            with _progress(source) as lines:
+                summary = imports.import_users(lines, batch_size=batch_size, report=_above(report), **settings)
+    except imports.ImportInterrupted as stopped:
+        for name, count in stopped.summary.counts().items():
+            click.echo(f"{name} {count}")
+        _fail(
+            f"The import stopped: {stopped.reason}. The batches counted above are in; "
+            "run the same command with --on-conflict skip to finish."
+        )
     for name, count in summary.counts().items():
         click.echo(f"{name} {count}")
     if dry_run:

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import AuditEvent, RevokedToken, Session, User
 from tests.conftest import PASSWORD, bearer
+from tests.servers import postgres_server  # noqa: F401  (fixture)
 
 ADMIN_PASSWORD = "a long admin passphrase"
 
@@ -375,3 +376,47 @@ def test_the_import_draws_a_progress_bar_on_a_terminal_and_none_when_piped(app, 
     assert piped.stderr == b""
     assert piped.stdout.decode().splitlines() == [
         "users.imported 0", "users.updated 0", "users.skipped 300", "users.failed 0"]  # fmt: skip
+
+
+def test_an_import_whose_database_goes_away_says_so_and_a_rerun_with_skip_finishes(postgres_server, tmp_path):  # noqa: F811
+    from flask_migrate import upgrade
+
+    from tests.conftest import make_test_app
+    from tests.databases import Backend
+
+    url = Backend("postgresql", postgres_server.url).create(str(tmp_path))
+    app = make_test_app(url)
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    total, batch = 20_000, 250
+    path = many_users(tmp_path / "many.jsonl", total)
+    env = {**command_env(url), "DATABASE_CONNECT_TIMEOUT": "1", "DATABASE_STATEMENT_TIMEOUT": "2"}
+    process = subprocess.Popen([FLASK, "users", "import", str(path), "--batch-size", str(batch)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and user_count(app)[0] < 2 * batch:
+            time.sleep(0.02)
+        with app.app_context():
+            db.engine.dispose()
+        postgres_server.stop()  # every session cut, as in a crash or a failover
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, stderr[-2000:]
+    assert "The import stopped: database error" in stderr and "--on-conflict skip" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
+    reported = int(stdout.split("users.imported ")[1].split()[0])
+    postgres_server.start()
+    kept = user_count(app)[0]
+    assert reported <= kept <= reported + batch and 0 < kept < total  # a commit may land as the line drops
+    rerun = subprocess.run([FLASK, "users", "import", str(path), "--on-conflict", "skip"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"users.imported {total - kept}\n" in rerun.stdout and f"users.skipped {kept}\n" in rerun.stdout
+    assert user_count(app) == (total, total)
+    with app.app_context():
+        db.engine.dispose()

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from marshmallow import ValidationError
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.errors import AppError, EmailTaken, UsernameTaken
 from app.extensions import db
@@ -77,6 +77,17 @@ class ImportSummary:
             "users.skipped": self.skipped,
             "users.failed": self.failed,
         }
+
+
+class ImportInterrupted(Exception):
+    """The import stopped before its end (a database failure, Ctrl-C); `summary` counts what was committed."""
+
+    def __init__(self, summary: ImportSummary, cause: BaseException) -> None:
+        """Keep the summary and say what stopped it."""
+        reason = "interrupted" if isinstance(cause, KeyboardInterrupt) else f"database error ({type(cause).__name__})"
+        super().__init__(reason)
+        self.summary = summary
+        self.reason = reason
 
 
 @dataclass
@@ -164,7 +175,19 @@ class Importer:
         self.unreported: list[LineProblem] = []  # reported in line order, once their batch is done
 
     def run(self, lines: Iterable[bytes | str]) -> ImportSummary:
-        """Import every line; the summary is also recorded in the audit trail (not for a dry run)."""
+        """Import every line; the summary is also recorded in the audit trail (not for a dry run).
+
+        Raises ImportInterrupted (with the summary of the batches committed) when the database
+        fails or the operator interrupts: what was committed stays, a rerun with skip finishes.
+        """
+        try:
+            return self._run(lines)
+        except (SQLAlchemyError, KeyboardInterrupt) as error:
+            db.session.rollback()
+            raise ImportInterrupted(self.summary, error) from error
+
+    def _run(self, lines: Iterable[bytes | str]) -> ImportSummary:
+        """run() proper."""
         batch: list[_Record] = []
         for number, raw in enumerate(lines, start=1):
             if number == 1:
