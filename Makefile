@@ -6,7 +6,7 @@ PORT ?= 8443
 CERT_DIR ?= instance/certs
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-smoke clean venv migrate cert secret lock
+.PHONY: run test lint bench bench-smoke bench-import clean venv migrate cert secret lock
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: venv
 ## make bench-smoke: the same harness for a few seconds per endpoint (make test runs it too); writes bench/out/
 bench-smoke: venv
 	$(BIN)/python -m bench.harness --smoke $(BENCH_ARGS)
+
+## make bench-import: `flask users import` of 100,000 users into PostgreSQL, timed (goal under 60 s); writes bench/IMPORT.md
+bench-import: venv
+	$(BIN)/python -m bench.imports $(BENCH_ARGS)
 
 ## make secret: print a fresh JWT_SECRET_KEY
 secret:

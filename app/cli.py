@@ -1,10 +1,14 @@
-"""flask commands: create-admin, purge-tokens, purge-audit, keys, mfa, outbox, dev-cert."""
+"""flask commands: create-admin, purge-tokens, purge-audit, keys, mfa, outbox, users, dev-cert."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import os
+import stat
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -14,7 +18,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, keys, mfa, outbox, recovery, throttle, tokens, users
+from app.services import audit, imports, keys, mfa, outbox, recovery, throttle, tokens, users
 
 
 class AdminInput(Schema):
@@ -226,6 +230,101 @@ def mfa_reencrypt() -> None:
     click.echo(f"Re-encrypted {count} TOTP secret(s) with the first ENCRYPTION_KEY key; older keys can be removed.")
 
 
+@click.group("users")
+def users_group() -> None:
+    """Move users in from another service, or out: JSON Lines, one user a line (docs/OPERATIONS.md)."""
+
+
+@users_group.command("import")
+@click.argument("source", type=click.File("rb"))
+@click.option("--dry-run", is_flag=True, help="Check every line and report; write nothing.")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(imports.CONFLICT_MODES),
+    default="fail",
+    show_default=True,
+    help="A line whose email is already an account: leave the account, update it, or fail the line.",
+)
+@click.option("--allow-reserved", is_flag=True, help="Allow RESERVED_USERNAMES, as an admin may assign them.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1, max=10000), default=imports.DEFAULT_BATCH_SIZE, show_default=True
+)
+@with_appcontext
+def users_import(source, dry_run: bool, on_conflict: str, allow_reserved: bool, batch_size: int) -> None:
+    """Import users with their password hashes from SOURCE (JSON Lines; - for standard input)."""
+    settings = {"on_conflict": on_conflict, "dry_run": dry_run, "allow_reserved": allow_reserved}
+    report = lambda problem: click.echo(str(problem), err=True)  # noqa: E731
+    try:
+        if not sys.stderr.isatty():
+            summary = imports.import_users(source, batch_size=batch_size, report=report, **settings)
+        else:
+            with _progress(source) as lines:
+                summary = imports.import_users(lines, batch_size=batch_size, report=_above(report), **settings)
+    except imports.ImportInterrupted as stopped:
+        for name, count in stopped.summary.counts().items():
+            click.echo(f"{name} {count}")
+        _fail(
+            f"The import stopped: {stopped.reason}. The batches counted above are in; "
+            "run the same command with --on-conflict skip to finish."
+        )
+    for name, count in summary.counts().items():
+        click.echo(f"{name} {count}")
+    if dry_run:
+        click.echo("dry run: nothing was written", err=True)
+    if summary.failed:
+        click.get_current_context().exit(1)
+
+
+@users_group.command("export")
+@click.argument("target", type=click.Path(dir_okay=False, allow_dash=True), default="-")
+@click.option("--with-hashes", is_flag=True, help="Include the password hashes (the file is then made 0600).")
+@with_appcontext
+def users_export(target: str, with_hashes: bool) -> None:
+    """Export every user to TARGET (JSON Lines, the import's format; - or nothing for standard output)."""
+    records = imports.export_users(with_hashes=with_hashes)
+    count = 0
+    if target == "-":
+        for count, line in enumerate(records, start=1):  # noqa: B007
+            click.echo(line)
+    else:
+        with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            for count, line in enumerate(records, start=1):  # noqa: B007
+                out.write(line + b"\n")
+    click.echo(f"users.exported {count}", err=True)
+
+
+def _above(report):
+    """`report`, on a line of its own above the progress bar (the bar redraws on its next step)."""
+
+    def wrapped(problem) -> None:
+        click.echo("\r\033[K", nl=False, err=True)
+        report(problem)
+
+    return wrapped
+
+
+@contextmanager
+def _progress(source):
+    """The source's lines with a progress bar on standard error: by bytes for a file, by lines for a pipe."""
+    try:
+        status = os.fstat(source.fileno())
+        size = status.st_size if stat.S_ISREG(status.st_mode) else 0
+    except (OSError, ValueError, io.UnsupportedOperation):
+        size = 0
+    if not size:
+        with click.progressbar(source, label="importing", file=sys.stderr, show_pos=True) as bar:
+            yield bar
+        return
+    with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
+
+        def lines():
+            for raw in source:
+                yield raw
+                bar.update(len(raw))
+
+        yield lines()
+
+
 @click.command("dev-cert")
 @click.option("--out", "out_dir", default="instance/certs", show_default=True, help="Folder for cert.pem and key.pem.")
 @click.option("--force", is_flag=True, help="Replace an existing certificate.")
@@ -279,5 +378,6 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    for command in (create_admin, purge_tokens, purge_audit, keys_group, mfa_group, outbox_group, dev_cert):
+    commands = (create_admin, purge_tokens, purge_audit, keys_group, mfa_group, outbox_group, users_group, dev_cert)
+    for command in commands:
         app.cli.add_command(command)

@@ -55,11 +55,15 @@ _NEUTRAL_SCRIPTS = ["COMMON", "INHERITED"]
 
 def has_control_chars(value: str) -> bool:
     """True for NUL and other control characters (PostgreSQL rejects NUL; none belong in a name)."""
+    if value.isascii():  # ASCII's non-printable characters are exactly its controls
+        return not value.isprintable()
     return any(unicodedata.category(ch) == "Cc" for ch in value)
 
 
 def has_invisible_chars(value: str) -> bool:
     """True if `value` holds a control, format, separator, unassigned or otherwise invisible character."""
+    if value.isascii():  # the common case, and ASCII's only invisible characters are its controls
+        return not value.isprintable()
     for ch in value:
         if unicodedata.category(ch) in _REFUSED_CATEGORIES:
             return True
@@ -79,6 +83,8 @@ def width_mapped(text: str) -> str:
 
 def mixes_scripts(text: str) -> bool:
     """True if `text` mixes scripts beyond what UTS 39's Highly Restrictive level allows."""
+    if text.isascii():  # Latin letters among Common digits and punctuation: one script
+        return False
     if not confusables.is_mixed_script(text, allowed_aliases=_NEUTRAL_SCRIPTS):
         return False
     scripts = categories.unique_aliases(text) - set(_NEUTRAL_SCRIPTS)

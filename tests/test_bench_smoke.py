@@ -58,3 +58,16 @@ def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, 
     assert results["login"]["ceiling_rps"] > 0
     assert all(sample["rss_mb"] for sample in results["memory"]["1000"]["timeline"])
     assert "## Goals (issue 5)" in (tmp_path / "RESULTS-smoke.md").read_text()
+
+
+def test_bench_import_smoke_imports_and_exports_every_user(postgres_server, tmp_path):
+    """`python -m bench.imports --smoke`: the import benchmark of issue 16 cannot rot either."""
+    command = [sys.executable, "-m", "bench.imports", "--smoke", "--postgres-url", postgres_server,
+               "--out-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "import-smoke.json").read_text())
+    assert results["complete"] is True
+    assert results["summary"] == {"users.imported": 2000, "users.updated": 0, "users.skipped": 0, "users.failed": 0}
+    assert results["rerun_summary"]["users.skipped"] == 2000 and results["exported"] == 2000
+    assert "| `flask users import` into an empty database | 2,000 |" in (tmp_path / "IMPORT-smoke.md").read_text()

@@ -1,16 +1,28 @@
-"""The flask commands: create-admin and purge-tokens."""
+"""The flask commands: create-admin, purge-tokens, and users import/export as processes of their own
+(a crash halfway, the progress bar on a terminal); the import's rules are tests/services/test_imports.py."""
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import select as select_module
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import bcrypt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import RevokedToken, Session, User
+from app.models import AuditEvent, RevokedToken, Session, User
 from tests.conftest import PASSWORD, bearer
+from tests.servers import postgres_server  # noqa: F401  (fixture)
 
 ADMIN_PASSWORD = "a long admin passphrase"
 
@@ -260,3 +272,151 @@ def test_create_admin_promote_with_short_password_changes_nothing(app, client, r
     assert "password" in result.output.lower()
     assert find_user(app, email).role == "user"
     assert login(client, email, PASSWORD).status_code == 200
+
+
+# --- users import / export as their own processes -------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+FLASK = str(Path(sys.executable).with_name("flask"))
+
+
+def command_env(database_url: str) -> dict[str, str]:
+    """The environment of a `flask` process on the test database."""
+    return {**os.environ, "APP_ENV": "testing", "DATABASE_URL": database_url, "FLASK_APP": "wsgi"}
+
+
+def many_users(path: Path, count: int) -> Path:
+    """A JSON Lines file of `count` users sharing one bcrypt hash (the import computes none)."""
+    stored = bcrypt.hashpw(b"crash test password", bcrypt.gensalt(rounds=4)).decode()
+    with path.open("w") as handle:
+        for number in range(count):
+            handle.write(json.dumps({"email": f"user{number}@crash.example", "password_hash": stored}) + "\n")
+    return path
+
+
+def user_count(app) -> tuple[int, int]:
+    """Users, and per-user import events."""
+    with app.app_context():
+        users = db.session.scalar(select(func.count()).select_from(User))
+        events = db.session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.event == "user_imported")
+        )
+        db.session.remove()
+        return users, events
+
+
+def test_an_import_killed_midway_keeps_whole_batches_and_a_rerun_with_skip_finishes(app, database_url, tmp_path):
+    total, batch = 20_000, 250
+    path = many_users(tmp_path / "many.jsonl", total)
+    process = subprocess.Popen(
+        [FLASK, "users", "import", str(path), "--batch-size", str(batch)],
+        cwd=ROOT, env=command_env(database_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and user_count(app)[0] < 2 * batch:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)  # a crash: no cleanup, no summary
+        assert process.wait(30) == -signal.SIGKILL, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    kept, events = user_count(app)
+    assert 0 < kept < total, "the import ended before it could be killed: make the file bigger"
+    assert kept % batch == 0 and events == kept  # whole batches, each with its audit events
+    rerun = subprocess.run(
+        [FLASK, "users", "import", str(path), "--on-conflict", "skip"],
+        cwd=ROOT, env=command_env(database_url), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    expected = f"users.imported {total - kept}\nusers.updated 0\nusers.skipped {kept}\nusers.failed 0\n"
+    assert rerun.stdout == expected
+    assert user_count(app) == (total, total)
+
+
+def read_terminal(fd: int) -> str:
+    """Everything written so far to the master side of a pseudo-terminal."""
+    chunks = []
+    while select_module.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def run_import(args: list[str], database_url: str, source: Path | None, stderr) -> subprocess.CompletedProcess:
+    """`flask users import` as a process; `source` is sent through a pipe on standard input when given."""
+    return subprocess.run(args, cwd=ROOT, env=command_env(database_url), input=source.read_bytes() if source else b"",
+                          stdout=subprocess.PIPE, stderr=stderr, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_the_import_draws_a_progress_bar_on_a_terminal_and_none_when_piped(app, database_url, tmp_path, source):
+    path = many_users(tmp_path / "some.jsonl", 300)
+    args = [FLASK, "users", "import", str(path) if source == "file" else "-", "--on-conflict", "skip"]
+    piped_input = path if source == "stdin" else None
+    master, slave = pty.openpty()
+    try:
+        on_terminal = run_import(args, database_url, piped_input, stderr=slave)
+        os.close(slave)
+        drawn = read_terminal(master)
+    finally:
+        os.close(master)
+    assert on_terminal.returncode == 0, drawn[-500:]
+    assert "importing" in drawn, drawn[-500:]
+    assert ("100%" if source == "file" else "300") in drawn, drawn[-500:]  # by bytes for a file, by lines for a pipe
+    assert on_terminal.stdout.decode().splitlines()[0] == "users.imported 300"  # the summary alone on stdout
+    piped = run_import(args, database_url, piped_input, stderr=subprocess.PIPE)
+    assert piped.returncode == 0
+    assert piped.stderr == b""
+    assert piped.stdout.decode().splitlines() == [
+        "users.imported 0", "users.updated 0", "users.skipped 300", "users.failed 0"]  # fmt: skip
+
+
+def test_an_import_whose_database_goes_away_says_so_and_a_rerun_with_skip_finishes(postgres_server, tmp_path):  # noqa: F811
+    from flask_migrate import upgrade
+
+    from tests.conftest import make_test_app
+    from tests.databases import Backend
+
+    url = Backend("postgresql", postgres_server.url).create(str(tmp_path))
+    app = make_test_app(url)
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    total, batch = 20_000, 250
+    path = many_users(tmp_path / "many.jsonl", total)
+    env = {**command_env(url), "DATABASE_CONNECT_TIMEOUT": "1", "DATABASE_STATEMENT_TIMEOUT": "2"}
+    process = subprocess.Popen([FLASK, "users", "import", str(path), "--batch-size", str(batch)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and user_count(app)[0] < 2 * batch:
+            time.sleep(0.02)
+        with app.app_context():
+            db.engine.dispose()
+        postgres_server.stop()  # every session cut, as in a crash or a failover
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, stderr[-2000:]
+    assert "The import stopped: database error" in stderr and "--on-conflict skip" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
+    reported = int(stdout.split("users.imported ")[1].split()[0])
+    postgres_server.start()
+    kept = user_count(app)[0]
+    assert reported <= kept <= reported + batch and 0 < kept < total  # a commit may land as the line drops
+    rerun = subprocess.run([FLASK, "users", "import", str(path), "--on-conflict", "skip"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"users.imported {total - kept}\n" in rerun.stdout and f"users.skipped {kept}\n" in rerun.stdout
+    assert user_count(app) == (total, total)
+    with app.app_context():
+        db.engine.dispose()

@@ -46,6 +46,9 @@ EVENTS = (
     "mfa_failed",
     "recovery_code_used",
     "recovery_codes_regenerated",
+    "user_imported",
+    "users_imported",
+    "users_exported",
 )
 
 

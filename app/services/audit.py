@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, insert, or_, select
 
 from app import observability
 from app.extensions import db
@@ -45,6 +45,21 @@ def record(event: str, *, actor_id: uuid.UUID | None = None, target_id: uuid.UUI
             details=details or None,
         )
     )
+
+
+def record_many(event: str, entries: list[tuple[uuid.UUID, dict[str, Any]]]) -> None:
+    """Add one event per (target id, details) to the current transaction in one statement (the import's batches)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    ip, user_agent = _origin.get()
+    now = utcnow()
+    rows = [
+        {"event": event, "actor_id": None, "target_id": target_id, "ip": ip, "user_agent": user_agent,
+         "created_at": now, "details": details or None}
+        for target_id, details in entries
+    ]  # fmt: skip
+    if rows:
+        db.session.execute(insert(AuditEvent), rows)
 
 
 def record_now(event: str, **kwargs: Any) -> None:

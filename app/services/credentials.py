@@ -8,12 +8,20 @@ meet here, so the rules are written once.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy import select, update
 
 from app.errors import AccountBusy, AccountDisabled, InvalidCredentials
 from app.extensions import db
-from app.models import User
+from app.models import AuditEvent, User
 from app.services import audit, passwords, throttle
+
+# A batch's audit events are stamped when the batch is built and seen once it commits: look back
+# far enough that a batch committed during the previous sample is not missed.
+IMPORT_COMMIT_MARGIN = timedelta(minutes=10)
 
 
 def subject(user: User | None, identifier: str) -> str:
@@ -104,8 +112,47 @@ def release_connection() -> None:
     holding its connection meanwhile would starve the pool (one connection fewer than threads,
     waits of at most DATABASE_POOL_TIMEOUT) and turn a burst of logins into 503s. Call it only
     when nothing is pending: loaded objects are expired and reload on their next use.
+
+    It also keeps the failure floor of passwords.FailureTiming up to date: before an app's first
+    check, and every minute after, a thread reads the stored hashes that are not in the current
+    argon2id form and learns what checking each format costs.
     """
     db.session.commit()
+    passwords.keep_calibrated(_foreign_hash_sample)
+
+
+def _foreign_hash_sample(since: datetime | None, limit: int = 200) -> list[str] | None:
+    """Up to `limit` stored hashes not in the current argon2id form (imported, or of older parameters).
+
+    With `since` (the last sample found none), None unless an import wrote users after then:
+    an indexed look at the audit trail instead of a scan of the users table every minute. Its
+    own connection, outside the pool the requests share.
+    """
+    with _sampling_engine().connect() as connection:
+        if since is not None:
+            imported = connection.execute(
+                select(AuditEvent.id)
+                .where(AuditEvent.event == "user_imported", AuditEvent.created_at >= since - IMPORT_COMMIT_MARGIN)
+                .limit(1)
+            ).first()
+            if imported is None:
+                return None
+        query = select(User.password_hash).where(~User.password_hash.startswith(passwords.current_prefix()))
+        return list(connection.scalars(query.limit(limit)))
+
+
+def _sampling_engine() -> sa.Engine:
+    """An engine without a pool for _foreign_hash_sample (the database's own engine for in-memory SQLite)."""
+    engine = current_app.extensions.get("hash_sampling_engine")
+    if engine is None:
+        url = db.engine.url
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            engine = db.engine
+        else:
+            options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=options.get("connect_args", {}))
+        engine = current_app.extensions.setdefault("hash_sampling_engine", engine)
+    return engine
 
 
 def lock(user: User) -> None:

@@ -103,3 +103,25 @@ def test_no_login_survives_an_admin_reset_or_deactivation(make_app, change):
 
         bodies = _logins_during(app, target["user"]["email"], act)
         _assert_all_void(client, bodies)
+
+
+# --- the sample of stored hashes behind the failure floor (passwords.FailureTiming) ---------------
+
+
+def test_the_hash_sample_scans_users_only_when_an_import_may_have_added_foreign_hashes(app, auth, runner, tmp_path):
+    import json
+    from datetime import UTC, datetime
+
+    import bcrypt
+
+    from app.services import credentials
+
+    auth.signup()  # a hash in the current argon2id form: never in the sample
+    with app.app_context():
+        assert credentials._foreign_hash_sample(None) == []  # the first look reads the table
+        assert credentials._foreign_hash_sample(datetime.now(UTC)) is None  # later ones ask the audit trail
+    stored = bcrypt.hashpw(b"imported", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "one.jsonl").write_text(json.dumps({"email": "one@example.com", "password_hash": stored}) + "\n")
+    assert runner.invoke(args=["users", "import", str(tmp_path / "one.jsonl")]).exit_code == 0
+    with app.app_context():
+        assert credentials._foreign_hash_sample(datetime.now(UTC)) == [stored]
