@@ -1,7 +1,7 @@
 """The connection budget: can the database take every connection this instance may open?
 
 Each gunicorn worker may hold DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW connections, plus one
-LISTEN connection for the revocation view on PostgreSQL (app/services/revocations.py). When the
+LISTEN connection for the revocation view on PostgreSQL (app/services/revocation_view.py). When the
 sum passes the server's max_connections, requests fail with 503 under load (2 x 16 threads on a
 small server answered a quarter of them so), so this is said once at start, by gunicorn's
 master (deploy/gunicorn.conf.py, when_ready). Other instances share the server too: the rule in

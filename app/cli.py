@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, imports, keys, mfa, outbox, recovery, throttle, tokens, users
+from app.services import audit, imports, keys, mfa, outbox, recovery, sessions, throttle, users
 
 
 class AdminInput(Schema):
@@ -61,14 +61,14 @@ def create_admin(email: str, password: str | None, name: str | None) -> None:
 @with_appcontext
 def purge_tokens() -> None:
     """Delete revocation records and sessions whose tokens have expired anyway, and stale throttle counts."""
-    revoked, sessions = tokens.purge_expired()
+    revoked, expired_sessions = sessions.purge_expired()
     counts = throttle.purge_expired()
     mailed = recovery.purge_expired()
     sent = outbox.purge_sent()
     challenges = mfa.purge_expired()
     click.echo(
-        f"Purged {revoked} revocation record(s), {sessions} expired session(s), {counts} stale throttle count(s),"
-        f" {mailed} expired mailed token(s), {sent} delivered outbox message(s)"
+        f"Purged {revoked} revocation record(s), {expired_sessions} expired session(s),"
+        f" {counts} stale throttle count(s), {mailed} expired mailed token(s), {sent} delivered outbox message(s)"
         f" and {challenges} expired MFA login challenge(s)."
     )
 

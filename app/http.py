@@ -10,7 +10,7 @@ from urllib.parse import quote
 from flask.sessions import NullSession, SessionInterface
 
 if TYPE_CHECKING:
-    from app.services.tokens import VerifiedToken
+    from app.services.verification import VerifiedToken
 
 # ASVS 14.4: every response says how browsers must treat it.
 SECURITY_HEADERS = {

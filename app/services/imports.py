@@ -30,7 +30,7 @@ from app.errors import AppError, EmailTaken, UsernameTaken
 from app.extensions import db
 from app.models import User, utcnow
 from app.schemas.imports import UserRecordSchema
-from app.services import audit, hashformats, passwords, tokens, users
+from app.services import audit, hashformats, passwords, sessions, users
 
 CONFLICT_MODES = ("skip", "update", "fail")
 MAX_LINE_BYTES = 64 * 1024
@@ -339,7 +339,7 @@ class Importer:
         for name, value in _column_values(changes).items():
             setattr(target, name, value)
         if "password_hash" in changes or changes.get("is_active") is False:
-            tokens.void_all_tokens(target)  # a new password or a deactivation ends every session
+            sessions.void_all_tokens(target)  # a new password or a deactivation ends every session
         details: dict[str, Any] = {"action": "updated", "line": record.line, "fields": sorted(changes)}
         if "password_hash" in changes:
             details["hash_format"] = _hash_format(target.password_hash)

@@ -20,8 +20,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from flask import current_app
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from app.errors import InvalidToken, KeysUnavailable
 from app.models import utcnow
 
 SYMMETRIC = frozenset({"HS256"})
@@ -182,3 +184,41 @@ def load(algorithm: str, directory: Path) -> KeyRing:
     except (KeyError_, OSError, ValueError) as error:
         return KeyRing(algorithm=algorithm, problem=str(error))
     return ring
+
+
+def key_ring() -> KeyRing:
+    """The app's signing and verifying keys."""
+    return current_app.extensions["jwt_keys"]
+
+
+def verification_key(header: dict[str, Any]):
+    """The key that must have signed a token with this header: the secret, or the public key its kid names.
+
+    Only configured keys are candidates; jku, x5u and jwk headers are never followed (RFC 8725 3.10).
+    Raises InvalidToken for an unknown kid, ServiceUnavailable when the keys could not be loaded.
+    """
+    ring = key_ring()
+    if ring.symmetric:
+        return current_app.config["JWT_SECRET_KEY"]
+    if ring.problem:
+        raise KeysUnavailable()
+    key = ring.verifying.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+    if key is None:
+        raise InvalidToken("invalid")
+    return key
+
+
+def signing_key():
+    """FJE's encode key: the secret, or the current private key."""
+    ring = key_ring()
+    if ring.symmetric:
+        return current_app.config["JWT_SECRET_KEY"]
+    if ring.problem:
+        raise KeysUnavailable()
+    return ring.signing_key
+
+
+def signing_headers() -> dict[str, str]:
+    """FJE's extra headers: the kid of the signing key, when there are key files."""
+    ring = key_ring()
+    return {} if ring.symmetric else {"kid": ring.signing_kid}

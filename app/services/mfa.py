@@ -48,7 +48,7 @@ from app.errors import (
 )
 from app.extensions import db
 from app.models import MfaChallenge, RecoveryCode, TotpCredential, User, utcnow
-from app.services import audit, credentials, passwords, secretbox, throttle, tokens, users
+from app.services import audit, credentials, issuing, passwords, secretbox, sessions, throttle, token_codec, users
 
 METHODS = ["totp", "recovery_code"]
 CHALLENGE_LIFETIME = timedelta(minutes=5)
@@ -372,7 +372,7 @@ def complete_login(
     recovery_code: str | None = None,
     user_agent: str | None = None,
     ip: str | None = None,
-) -> tuple[User, tokens.TokenPair]:
+) -> tuple[User, issuing.TokenPair]:
     """Finish a two-step login with a TOTP code or a recovery code; open the session (amr pwd+otp).
 
     A wrong code leaves the challenge usable until it expires (the account throttle bounds the
@@ -405,7 +405,7 @@ def complete_login(
     if not credentials.hold_verified(user, verified_hash):
         raise InvalidMfaToken()
     _factor_used(user, method)
-    pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True, amr=tokens.AMR_SECOND_FACTOR)
+    pair = sessions.open_session(user, user_agent=user_agent, ip=ip, fresh=True, amr=token_codec.AMR_SECOND_FACTOR)
     audit.record("login_succeeded", actor_id=user.id, target_id=user.id, second_factor=method)
     _settle(user)
     return user, pair

@@ -33,7 +33,7 @@ from app.errors import AlreadyVerified, InvalidResetToken, InvalidVerificationTo
 from app.extensions import db
 from app.models import AccountToken, User, utcnow
 from app.models.account_token import EMAIL_CHANGE, EMAIL_VERIFY, PASSWORD_RESET
-from app.services import audit, credentials, mail, outbox, passwords, throttle, tokens, users
+from app.services import audit, credentials, mail, outbox, passwords, sessions, throttle, users
 
 TOKEN_BYTES = 32  # 256 bits; OWASP asks for a long random token, ASVS 2.3.1 / 2.5.x for a CSPRNG
 MAX_TOKEN_LENGTH = 512
@@ -201,7 +201,7 @@ def reset_password(*, token: str, new_password: str, now: datetime | None = None
         user.email_verified = True
     user.pending_email = None
     void_tokens(user.id, now=now)
-    tokens.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
+    sessions.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
     audit.record("password_reset_completed", actor_id=user.id, target_id=user.id)
     notify_password_changed(user, how="reset")
     db.session.commit()

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session as OrmSession
 log = logging.getLogger(__name__)
 
 CHANNEL = "auth_revocations"
-PENDING_KEY = "revocations.pending_users"
+PENDING_KEY = "revocation_view.pending_users"
 HEARTBEAT_SECONDS = 0.5  # a silent, broken listener is noticed within about this long
 MAX_ENTRIES = 100_000
 ENTRY_TTL_SECONDS = 60.0  # belt and braces: no entry outlives this even if all else failed
