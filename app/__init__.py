@@ -24,7 +24,7 @@ def create_app(config: BaseConfig | Mapping[str, Any] | None = None, *, migratio
     app.config.from_mapping(settings.as_dict())
     app.config["MIGRATIONS_DIR"] = str(_migrations_dir())
     # RFC 8259 JSON is UTF-8; say so for clients that guess otherwise.
-    app.json.mimetype = "application/json; charset=utf-8"
+    app.json.mimetype = "application/json; charset=utf-8"  # type: ignore[attr-defined]  # DefaultJSONProvider has it
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -66,9 +66,11 @@ def register_middleware(app: Flask) -> None:
     if app.config["HOT_PATH"]:
         from app.hotpath import HotPath
 
-        app.wsgi_app = HotPath(app, app.wsgi_app)
+        app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add middleware
     if app.config["TRUSTED_PROXIES"]:
-        app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"]))
+        app.wsgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
+            app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"])
+        )
 
 
 def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig:

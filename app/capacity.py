@@ -29,8 +29,10 @@ def server_max_connections(url: str, connect_timeout: int) -> int | None:
     try:
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
-                return int(connection.exec_driver_sql("SHOW max_connections").scalar())
-            return int(connection.exec_driver_sql("SELECT @@max_connections").scalar())
+                value = connection.exec_driver_sql("SHOW max_connections").scalar()
+            else:
+                value = connection.exec_driver_sql("SELECT @@max_connections").scalar()
+            return None if value is None else int(value)
     finally:
         engine.dispose()
 
@@ -52,7 +54,7 @@ def check_connection_budget(settings: Any, workers: int, logger: logging.Logger 
     except sa.exc.SQLAlchemyError as error:
         logger.warning("connection budget not checked: the database did not answer (%s)", type(error).__name__)
         return None
-    if need > limit:
+    if limit is not None and need > limit:
         logger.warning(
             "connection budget: this instance may open %d database connections "
             "(%d workers x (pool %d + overflow %d%s)) "

@@ -44,7 +44,8 @@ def create_admin(email: str, password: str | None, name: str | None) -> None:
     try:
         data = AdminInput().load({"email": email, "password": password, "name": name})
     except ValidationError as error:
-        _fail("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.messages.items()))
+        messages = error.normalized_messages()
+        _fail("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in messages.items()))
     if data.get("password") is None and users.find_admin_candidate(data["email"]) is None:
         data["password"] = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
@@ -163,7 +164,7 @@ def outbox_run(once: bool, metrics_port: int) -> None:
     import signal
     import threading
 
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     if once:
         with app.app_context():
             while outbox.run_once():

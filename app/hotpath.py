@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from flask import Flask, current_app, json
@@ -148,7 +148,7 @@ class HotPath:
                request_id=request_id)  # fmt: skip
         return [body]
 
-    def _body_token(self, environ: dict) -> str | None | bool:
+    def _body_token(self, environ: dict) -> str | None | Literal[False]:
         """The body's token: None for no body, False for a body that is not a plain {"token": "…"}."""
         if environ.get("HTTP_TRANSFER_ENCODING"):
             return False

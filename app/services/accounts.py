@@ -61,7 +61,7 @@ def login(
     """
     user = find_by_identifier(email=email, username=username)
     subject = credentials.subject(user, email or users.username_key(username) or (username or "").lower())
-    verified_hash = user.password_hash if user is not None else None
+    verified_hash = user.password_hash if user is not None else ""  # read before the lock (credentials.hold)
     try:
         throttle.begin_attempt(subject)
     except TooManyAttempts:

@@ -191,7 +191,8 @@ class Importer:
         batch: list[_Record] = []
         for number, raw in enumerate(lines, start=1):
             if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf" if isinstance(raw, bytes) else "\ufeff")  # a byte order mark
+                # a byte order mark
+                raw = raw.removeprefix(b"\xef\xbb\xbf") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
             parsed = parse_line(number, raw)
             if isinstance(parsed, LineProblem):
                 self.summary.failed += 1
@@ -207,7 +208,7 @@ class Importer:
             db.session.commit()
         return self.summary
 
-    def _counts(self) -> dict[str, int]:
+    def _counts(self) -> dict[str, Any]:
         """The counts as audit details."""
         return {name.removeprefix("users."): value for name, value in self.summary.counts().items()}
 
@@ -276,10 +277,10 @@ class Importer:
             }
         else:
             existing = dict.fromkeys(db.session.scalars(select(User.email).where(User.email.in_(emails))), True)
-        holders = {}
+        holders: dict[str, str] = {}
         if keys:
             query = select(User.username_key, User.email).where(User.username_key.in_(keys))
-            holders = {key: email for key, email in db.session.execute(query)}
+            holders = {key: email for key, email in db.session.execute(query) if key is not None}
         for email in emails & self.dry_rows.keys():
             existing.setdefault(email, self.dry_rows[email])
         holders.update({key: self.dry_keys[key] for key in keys & self.dry_keys.keys()})

@@ -9,12 +9,12 @@ import math
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import observability
 from app.errors import InvalidToken, TokenReused
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import RevokedToken, Session, User, utcnow
 from app.services import audit, revocation_view
 from app.services.issuing import TokenPair, issue_pair
@@ -71,12 +71,12 @@ def rotate_refresh(refresh_token: str) -> TokenPair:
         session_started=session.created_at,
         amr=tuple(session.amr.split(",")),
     )
-    swapped = db.session.execute(
+    swapped = execute_dml(
         update(Session)
         .where(Session.id == verified.sid, Session.refresh_jti == verified.jti, Session.revoked_at.is_(None))
         .values(refresh_jti=pair.refresh_jti, expires_at=pair.refresh_expires_at, last_used_at=utcnow())
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if swapped == 1:
         db.session.commit()
         observability.count_issued_pair()
@@ -88,17 +88,17 @@ def rotate_refresh(refresh_token: str) -> TokenPair:
     raise TokenReused()
 
 
-def revoke_sessions(user_id: uuid.UUID, *criteria) -> int:
+def revoke_sessions(user_id: uuid.UUID, *criteria: ColumnElement[bool]) -> int:
     """Mark the user's live sessions matching `criteria` revoked; the caller commits."""
     revocation_view.invalidate_user(db.session(), user_id)  # a Core UPDATE: the ORM hooks do not see it
-    result = db.session.execute(
+    revoked = execute_dml(
         update(Session)
         .where(Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    observability.TOKENS_REVOKED.labels("session").inc(result.rowcount)
-    return result.rowcount
+    observability.TOKENS_REVOKED.labels("session").inc(revoked)
+    return revoked
 
 
 def record_revoked_jti(jti: str, *, token_type: str, user_id: uuid.UUID | None, expires_at: datetime) -> None:
@@ -147,7 +147,7 @@ def void_all_tokens(user: User) -> None:
 def purge_expired(now: datetime | None = None) -> tuple[int, int]:
     """Delete revocation records and sessions whose tokens have expired anyway; commits."""
     now = now or utcnow()
-    revoked = db.session.execute(RevokedToken.__table__.delete().where(RevokedToken.expires_at < now)).rowcount
-    sessions = db.session.execute(Session.__table__.delete().where(Session.expires_at < now)).rowcount
+    revoked = execute_dml(RevokedToken.__table__.delete().where(RevokedToken.expires_at < now))
+    sessions = execute_dml(Session.__table__.delete().where(Session.expires_at < now))
     db.session.commit()
     return revoked, sessions

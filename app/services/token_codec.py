@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 import jwt
-from flask import current_app
+from flask import Flask, current_app
 
 from app.errors import InvalidToken
 from app.services.keys import key_ring, verification_key
@@ -59,12 +59,12 @@ def decode_verified(token: str) -> CheckedToken:
     is not part of this and is asked on every call (verify_token). The keys are fixed for the
     life of the process (app/services/keys.py), so a remembered verdict cannot go stale.
     """
-    app = current_app._get_current_object()
-    remembered = app.extensions["verified_tokens"]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    remembered: Callable[[str], CheckedToken] | None = app.extensions["verified_tokens"]
     if remembered is None:
         return _decode_from_scratch(token)
     found = remembered(token)
-    leeway = app.config["JWT_DECODE_LEEWAY"]
+    leeway: float = app.config["JWT_DECODE_LEEWAY"]
     now = time.time()
     # The same comparisons as PyJWT's _validate_exp, _validate_nbf and _validate_iat.
     if found.exp <= now - leeway:
@@ -74,7 +74,7 @@ def decode_verified(token: str) -> CheckedToken:
     return found
 
 
-def verified_token_cache(app) -> Callable[[str], CheckedToken] | None:
+def verified_token_cache(app: Flask) -> Callable[[str], CheckedToken] | None:
     """The per-app memory of verified tokens for decode_verified(), or None when TOKEN_CACHE_SIZE is 0.
 
     functools.lru_cache: thread-safe, in C, bounded, and it never keeps a call that raised.

@@ -59,8 +59,8 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
         raise InvalidToken("revoked")  # password reset or deactivation after issue
     return VerifiedToken(
         user_id=user_id,
-        email=state.email,
-        roles=[state.role],
+        email=state.email or "",  # a user row always has both (TokenState defaults them for no row)
+        roles=[state.role or ""],
         jti=claims["jti"],
         sid=sid,
         type=claims["type"],
