@@ -127,6 +127,34 @@ def _spend(row: AccountToken, now: datetime) -> bool:
     return spent == 1
 
 
+# The link template each purpose's mail uses (an email change is confirmed like a verification).
+LINK_TEMPLATES = {
+    PASSWORD_RESET: "PASSWORD_RESET_URL",
+    EMAIL_VERIFY: "EMAIL_VERIFY_URL",
+    EMAIL_CHANGE: "EMAIL_VERIFY_URL",
+}
+
+
+def mail_link(user: User, purpose: str, template: str, *, to: str, **context: str) -> None:
+    """Issue a `purpose` token for address `to` and queue mail `template` with its link; the caller commits.
+
+    The link is marked secret: the outbox keeps it only until the mail is sent.
+    """
+    token = issue(user, purpose, email=to)
+    outbox.enqueue_mail(
+        template,
+        to=to,
+        context={
+            "name": user.name,
+            **context,
+            "link": link(LINK_TEMPLATES[purpose], token),
+            "expires_in": duration_text(_lifetime(purpose)),
+        },
+        user_id=user.id,
+        secrets=("link",),
+    )
+
+
 def link(template_key: str, token: str) -> str:
     """A link into the frontend from PASSWORD_RESET_URL or EMAIL_VERIFY_URL."""
     return str(current_app.config[template_key]).replace("{token}", token)
@@ -163,18 +191,7 @@ def run_password_forgot(payload: dict[str, Any]) -> None:
     if user is None or not user.is_active:
         return
     audit.set_origin(ip=payload.get("ip"), user_agent=payload.get("user_agent"))
-    token = issue(user, PASSWORD_RESET, email=user.email)
-    outbox.enqueue_mail(
-        "password_reset",
-        to=user.email,
-        context={
-            "name": user.name,
-            "link": link("PASSWORD_RESET_URL", token),
-            "expires_in": duration_text(_lifetime(PASSWORD_RESET)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, PASSWORD_RESET, "password_reset", to=user.email)
     audit.record("password_reset_requested", target_id=user.id)
 
 
@@ -221,18 +238,7 @@ def notify_password_changed(user: User, *, how: str) -> None:
 
 def queue_verification(user: User) -> None:
     """Queue a verification mail to the user's address; the caller commits."""
-    token = issue(user, EMAIL_VERIFY, email=user.email)
-    outbox.enqueue_mail(
-        "email_verify",
-        to=user.email,
-        context={
-            "name": user.name,
-            "link": link("EMAIL_VERIFY_URL", token),
-            "expires_in": duration_text(_lifetime(EMAIL_VERIFY)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, EMAIL_VERIFY, "email_verify", to=user.email)
     audit.record("email_verification_sent", target_id=user.id)
 
 
@@ -269,19 +275,7 @@ def request_email_change(user: User, new_email: str, *, actor_id: uuid.UUID | No
     users.ensure_available(email=new_email, username=None, exclude=user.id)
     _limit_mails(f"user:{user.id}")
     user.pending_email = new_email
-    token = issue(user, EMAIL_CHANGE, email=new_email)
-    outbox.enqueue_mail(
-        "email_change_confirm",
-        to=new_email,
-        context={
-            "name": user.name,
-            "old_email": user.email,
-            "link": link("EMAIL_VERIFY_URL", token),
-            "expires_in": duration_text(_lifetime(EMAIL_CHANGE)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, EMAIL_CHANGE, "email_change_confirm", to=new_email, old_email=user.email)
     outbox.enqueue_mail(
         "email_change_requested", to=user.email, context={"name": user.name, "new_email": new_email}, user_id=user.id
     )
