@@ -358,3 +358,14 @@ def test_openapi_documents_cookie_mode(client):
     for path in ("/refresh", "/logout"):
         parameters = paths[path]["post"]["parameters"]
         assert {"in": "cookie", "name": REFRESH_COOKIE} in [{"in": p["in"], "name": p["name"]} for p in parameters]
+
+
+def test_the_own_origin_is_the_scheme_a_trusted_proxy_reports(make_app, user):
+    client = make_app(TRUSTED_PROXIES="127.0.0.1").test_client()
+    behind_tls = {"X-Forwarded-Proto": "https", "Origin": "https://localhost"}
+    assert_sets_refresh_cookie(cookie_login(client, user["user"]["email"], headers=behind_tls))
+    # The browser saw https://localhost; http://localhost is another origin.
+    assert_problem(client.post("/refresh", headers={**behind_tls, **OWN}), 403, "origin_not_allowed")
+    assert assert_ok(client.post("/refresh", headers=behind_tls))["access_token"]
+    # Without the trusted proxy's word the request is plain HTTP, and https://localhost is foreign.
+    assert_problem(client.post("/refresh", headers={"Origin": "https://localhost"}), 403, "origin_not_allowed")
