@@ -23,6 +23,7 @@ this check never disagree about an origin.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from flask import Response, after_this_request, current_app, request
 from flask_cors.core import get_cors_origins
@@ -34,7 +35,7 @@ from app.services.issuing import TokenPair
 REFRESH_COOKIE = "__Host-refresh_token"
 # The attributes of every Set-Cookie of it: setting, rotating and clearing (a clearing cookie
 # must match the one it replaces, and a __Host- cookie is refused without Secure and Path=/).
-_ATTRIBUTES = {"path": "/", "domain": None, "secure": True, "httponly": True, "samesite": "Strict"}
+_ATTRIBUTES: dict[str, Any] = {"path": "/", "domain": None, "secure": True, "httponly": True, "samesite": "Strict"}
 
 
 def own_origin() -> str:
