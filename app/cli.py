@@ -144,7 +144,7 @@ def keys_list() -> None:
 
 @click.group("outbox")
 def outbox_group() -> None:
-    """Deliver the outbox (mail) and look after it."""
+    """Deliver the outbox (mail, and events when EVENTS_AMQP_URL is set) and look after it."""
 
 
 @outbox_group.command("run")
@@ -159,15 +159,22 @@ def outbox_group() -> None:
 )
 @with_appcontext
 def outbox_run(once: bool, metrics_port: int) -> None:
-    """Deliver outbox messages until SIGTERM or SIGINT (several workers may run at once)."""
+    """Deliver outbox messages until SIGTERM or SIGINT (several workers may run at once).
+
+    With EVENTS_AMQP_URL, the events relay runs beside mail delivery (app/services/relay.py).
+    """
     import signal
     import threading
+
+    from app.services import relay
 
     app = current_app._get_current_object()
     if once:
         with app.app_context():
             while outbox.run_once():
                 pass
+        if app.config["EVENTS_AMQP_URL"]:
+            relay.run(app, threading.Event(), until_idle=True)
         return
     if metrics_port:
         from prometheus_client import REGISTRY, start_http_server
@@ -184,7 +191,12 @@ def outbox_run(once: bool, metrics_port: int) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     click.echo("outbox worker: delivering (SIGTERM stops)", err=True)
+    relay_thread = relay.start(app, stop)
+    if relay_thread is not None:
+        click.echo(f"outbox worker: publishing events to {app.config['EVENTS_EXCHANGE']}", err=True)
     outbox.run(app, stop)
+    if relay_thread is not None:
+        relay_thread.join()
     click.echo("outbox worker: stopped", err=True)
 
 

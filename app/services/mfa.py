@@ -48,7 +48,7 @@ from app.errors import (
 )
 from app.extensions import db
 from app.models import MfaChallenge, RecoveryCode, TotpCredential, User, utcnow
-from app.services import audit, credentials, passwords, secretbox, throttle, tokens, users
+from app.services import audit, credentials, events, passwords, secretbox, throttle, tokens, users
 
 METHODS = ["totp", "recovery_code"]
 CHALLENGE_LIFETIME = timedelta(minutes=5)
@@ -252,6 +252,7 @@ def confirm_enrolment(user: User, *, code: str) -> list[str]:
     _check_factor(user, secret=secret, code=code, recovery_code=None)
     db.session.execute(update(TotpCredential).where(TotpCredential.user_id == user.id).values(confirmed_at=utcnow()))
     user.mfa_enabled = True
+    events.user(events.UPDATED, user)  # mfa_enabled is part of the user object
     codes = _replace_recovery_codes(user)
     notify(user, "mfa_enabled", actor_id=user.id)
     _settle(user)
@@ -311,6 +312,8 @@ def _remove(user: User) -> None:
     """Delete the seed, the recovery codes and any pending two-step login; the caller commits."""
     for model in (TotpCredential, RecoveryCode, MfaChallenge):
         db.session.execute(delete(model).where(model.user_id == user.id))
+    if user.mfa_enabled:
+        events.user(events.UPDATED, user)
     user.mfa_enabled = False
 
 

@@ -26,7 +26,7 @@ from app import observability
 from app.errors import InvalidToken, KeysUnavailable, TokenReused
 from app.extensions import db
 from app.models import RevokedToken, Session, User, utcnow
-from app.services import audit, revocations
+from app.services import audit, events, revocations
 from app.services.keys import KeyRing
 
 ACCESS = "access"
@@ -432,21 +432,25 @@ def rotate(refresh_token: str) -> TokenPair:
         observability.count_issued_pair()
         return pair
     db.session.rollback()
-    revoke_sessions(verified.user_id, Session.id == verified.sid)
+    revoke_sessions(verified.user_id, Session.id == verified.sid, reason="token_reused")
     audit.record("refresh_reuse_detected", target_id=verified.user_id, session_id=str(verified.sid))
     db.session.commit()
     raise TokenReused()
 
 
-def revoke_sessions(user_id: uuid.UUID, *criteria) -> int:
-    """Mark the user's live sessions matching `criteria` revoked; the caller commits."""
+def revoke_sessions(user_id: uuid.UUID, *criteria, reason: str) -> int:
+    """Mark the user's live sessions matching `criteria` revoked, for `reason` (app/services/events.py
+    REASONS: one auth.session.revoked each); the caller commits."""
     revocations.invalidate_user(db.session(), user_id)  # a Core UPDATE: the ORM hooks do not see it
+    live = (Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
+    if events.enabled():  # the ids, for the events; locked, so a concurrent revocation tells once
+        sids = db.session.scalars(select(Session.id).where(*live).with_for_update()).all()
+        live = (Session.id.in_(sids), Session.revoked_at.is_(None))
     result = db.session.execute(
-        update(Session)
-        .where(Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
+        update(Session).where(*live).values(revoked_at=utcnow()).execution_options(synchronize_session=False)
     )
+    if events.enabled():
+        events.sessions_revoked(user_id, sids, reason)
     observability.TOKENS_REVOKED.labels("session").inc(result.rowcount)
     return result.rowcount
 
@@ -466,9 +470,9 @@ def revoke_jti(jti: str, *, token_type: str, user_id: uuid.UUID | None, expires_
 def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywhere: bool = False) -> None:
     """Revoke this access token and its session; also the given refresh token's; or every session."""
     if everywhere:
-        revoke_sessions(verified.user_id)
+        revoke_sessions(verified.user_id, reason="logout_all")
     else:
-        revoke_sessions(verified.user_id, Session.id == verified.sid)
+        revoke_sessions(verified.user_id, Session.id == verified.sid, reason="logout")
     if refresh_token:
         try:
             other = decode(refresh_token)
@@ -477,7 +481,7 @@ def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywh
         # Only a refresh token of the same user can be revoked this way.
         if other is not None and other["type"] == REFRESH and other["sub"] == str(verified.user_id):
             try:
-                revoke_sessions(verified.user_id, Session.id == uuid.UUID(other["sid"]))
+                revoke_sessions(verified.user_id, Session.id == uuid.UUID(other["sid"]), reason="logout")
             except ValueError:
                 pass
     audit.record("logout", actor_id=verified.user_id, target_id=verified.user_id, all=everywhere)
@@ -485,13 +489,13 @@ def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywh
     revoke_jti(verified.jti, token_type=ACCESS, user_id=verified.user_id, expires_at=verified.expires_at)
 
 
-def void_all_tokens(user: User) -> None:
+def void_all_tokens(user: User, *, reason: str) -> None:
     """Void every token the user holds now: a cut-off at this second and every session revoked.
 
     The caller commits.
     """
     user.tokens_valid_after = whole_second_now()
-    revoke_sessions(user.id)
+    revoke_sessions(user.id, reason=reason)
 
 
 def purge_expired(now: datetime | None = None) -> tuple[int, int]:
