@@ -3,7 +3,9 @@ order, and that outages and crashes delay events and never lose them."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -307,3 +309,61 @@ def test_a_refused_event_holds_back_that_users_later_events(events_app):
         ).all()
     assert {row.aggregate_id for row in waiting} == {first}
     assert any(row.last_error and "nack" in row.last_error for row in waiting)
+
+
+def readme_consumer() -> str:
+    """The code between the consume-events markers of README.md."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- consume-events -->\s*```python\n(.*?)```\s*<!-- /consume-events -->", text, re.S)
+    assert match, "README.md lost its consume-events recipe"
+    return match.group(1)
+
+
+def test_readme_consumer_recipe_runs_as_written_and_dedupes_by_id(events_app, exchange, capsys):
+    queue = f"test.readme.{uuid.uuid4().hex[:10]}"
+    code = (
+        readme_consumer()
+        .replace("amqp://guest:guest@localhost:5672/%2F", BROKER_URL)
+        .replace('"auth.events"', f'"{exchange.name}"')
+        .replace('"profile-service.auth-events"', f'"{queue}"')
+    )
+    namespace: dict = {}
+    consumer = threading.Thread(
+        target=exec, args=(compile(code, "README.md#consume-events", "exec"), namespace), daemon=True
+    )
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while "channel" not in namespace or not namespace["channel"].consumer_tags:
+        assert time.monotonic() < deadline and consumer.is_alive(), "the recipe did not start consuming"
+        time.sleep(0.02)
+    try:
+        client = events_app.test_client()
+        body = Auth(client, events_app).signup()
+        client.delete("/me", json={"password": PASSWORD}, headers=bearer(body["access_token"]))
+        relay_until_idle(events_app)
+        with events_app.app_context():  # a redelivery: the same event published again
+            again = db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).first().payload
+            db.session.rollback()
+        publisher = relay.Publisher(BROKER_URL, exchange.name)
+        publisher.publish_wave(
+            [relay.Pending(0, again["subject"], again["type"], json.dumps(again).encode(), again["id"])],
+            relay.Outcome(),
+        )
+        publisher.close()
+        expected = [f"auth.user.created {body['user_id']}", f"auth.user.deleted {body['user_id']}"]
+        deadline = time.monotonic() + 10
+        printed: list[str] = []
+        while time.monotonic() < deadline:
+            printed += capsys.readouterr().out.splitlines()
+            if len(printed) >= 2 and len(namespace["seen"]) == 2:
+                time.sleep(0.5)  # time for the duplicate to arrive (and be ignored)
+                printed += capsys.readouterr().out.splitlines()
+                break
+            time.sleep(0.02)
+        assert [line for line in printed if line.startswith("auth.")] == expected
+    finally:
+        namespace["connection"].add_callback_threadsafe(namespace["channel"].stop_consuming)
+        consumer.join(10)
+        namespace["connection"].close()
+        with pika.BlockingConnection(pika.URLParameters(BROKER_URL)) as connection:
+            connection.channel().queue_delete(queue)
