@@ -424,5 +424,8 @@ def start_in_process(app: Flask) -> threading.Event | None:
         thread = threading.Thread(target=run, args=(app, stop), name="outbox", daemon=True)
         app.extensions["outbox_thread"] = (thread, stop)
         thread.start()
+        from app.services import relay
+
+        relay.start(app, stop)  # and the events, when EVENTS_AMQP_URL is set
     log.info("outbox: delivering in-process (OUTBOX_IN_PROCESS)")
     return stop

@@ -313,6 +313,8 @@ def run(app: Flask, stop: threading.Event, *, until_idle: bool = False, connect:
             try:
                 with app.app_context():
                     if not leadership.acquire():
+                        if until_idle:
+                            break  # another worker's relay publishes: nothing for us to finish
                         stop.wait(interval)  # another worker's relay publishes
                         continue
                     batch = due_events(config["EVENTS_BATCH_SIZE"])

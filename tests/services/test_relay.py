@@ -367,3 +367,21 @@ def test_readme_consumer_recipe_runs_as_written_and_dedupes_by_id(events_app, ex
         namespace["connection"].close()
         with pika.BlockingConnection(pika.URLParameters(BROKER_URL)) as connection:
             connection.channel().queue_delete(queue)
+
+
+def test_flask_outbox_run_once_publishes_the_events_too(events_app, exchange):
+    make_users(events_app, 3)
+    result = events_app.test_cli_runner().invoke(args=["outbox", "run", "--once"])
+    assert result.exit_code == 0, result.output
+    assert len(by_id(exchange.drain(3))) == 3
+    assert counts(events_app) == {SENT: 3}
+
+
+def test_in_process_delivery_relays_events_as_well(events_app, exchange):
+    stop = outbox.start_in_process(events_app)  # make run's way: threads of the app itself
+    try:
+        make_users(events_app, 2)
+        assert len(by_id(exchange.drain(2, timeout=15))) == 2
+    finally:
+        stop.set()
+        events_app.extensions.pop("outbox_thread")
