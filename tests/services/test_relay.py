@@ -242,9 +242,13 @@ def test_relay_killed_mid_batch_loses_nothing(events_app, exchange, database_url
         stderr=subprocess.PIPE,
     )
     try:
+        watch = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+        channel = watch.channel()
         deadline = time.monotonic() + 60
-        while exchange.depth() < 150 and time.monotonic() < deadline and worker.poll() is None:
-            time.sleep(0.005)
+        while time.monotonic() < deadline and worker.poll() is None:  # a millisecond per look
+            if channel.queue_declare(exchange.queue, passive=True).method.message_count >= 100:
+                break
+        watch.close()
         assert worker.poll() is None, worker.stderr.read().decode()
         os.kill(worker.pid, signal.SIGKILL)  # no chance to finish its batch or mark anything
         worker.wait(10)
