@@ -207,6 +207,11 @@ def outbox_status() -> None:
     backlog = outbox.status()
     age = f"{backlog.oldest_pending_age:.0f}s" if backlog.oldest_pending_age is not None else "-"
     click.echo(f"pending {backlog.pending}  dead {backlog.dead}  sent {backlog.sent}  oldest pending {age}")
+    if current_app.config["EVENTS_AMQP_URL"]:
+        from app.services import relay
+
+        waiting, lag = relay.lag()
+        click.echo(f"events pending {waiting}  lag {f'{lag:.0f}s' if lag is not None else '-'}")
 
 
 @outbox_group.command("retry")

@@ -165,29 +165,37 @@ def waves(batch: list[Pending]) -> list[list[Pending]]:
     return [[messages[n] for messages in per_subject.values() if len(messages) > n] for n in range(longest)]
 
 
-def due_events(limit: int) -> list[Pending]:
-    """The next events to publish, in outbox id order; a user whose oldest is waiting for a retry waits whole."""
+def due_events(limit: int, *, pages: int = 10) -> list[Pending]:
+    """The next events to publish, in outbox id order; a user whose oldest is waiting for a retry waits whole.
+
+    Rows of held users do not fill the batch: up to `pages` pages are read to find `limit` due ones.
+    """
     table = OutboxMessage.__table__
     now = utcnow()
-    rows = db.session.execute(
-        select(table.c.id, table.c.aggregate_id, table.c.topic, table.c.payload, table.c.next_attempt_at)
-        .where(table.c.kind == events.EVENT, table.c.status == PENDING)
-        .order_by(table.c.id)
-        .limit(limit)
-    ).all()
-    db.session.rollback()
     held: set[str] = set()
-    batch = []
-    for row in rows:
-        subject = str(row.aggregate_id)
-        if subject in held:
-            continue
-        if row.next_attempt_at > now:
-            held.add(subject)
-            continue
-        body = json.dumps(row.payload, sort_keys=True, separators=(",", ":")).encode()
-        batch.append(Pending(row.id, subject, row.topic, body, row.payload["id"]))
-    return batch
+    batch: list[Pending] = []
+    after = 0
+    for _ in range(pages):
+        rows = db.session.execute(
+            select(table.c.id, table.c.aggregate_id, table.c.topic, table.c.payload, table.c.next_attempt_at)
+            .where(table.c.kind == events.EVENT, table.c.status == PENDING, table.c.id > after)
+            .order_by(table.c.id)
+            .limit(limit)
+        ).all()
+        db.session.rollback()
+        for row in rows:
+            subject = str(row.aggregate_id)
+            if subject in held:
+                continue
+            if row.next_attempt_at > now:
+                held.add(subject)
+                continue
+            body = json.dumps(row.payload, sort_keys=True, separators=(",", ":")).encode()
+            batch.append(Pending(row.id, subject, row.topic, body, row.payload["id"]))
+        if len(rows) < limit or len(batch) >= limit:
+            break
+        after = rows[-1].id
+    return batch[:limit]
 
 
 def record(outcome: Outcome, config) -> None:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pika
@@ -389,3 +390,26 @@ def test_in_process_delivery_relays_events_as_well(events_app, exchange):
     finally:
         stop.set()
         events_app.extensions.pop("outbox_thread")
+
+
+def test_a_held_users_backlog_does_not_starve_the_others(events_app):
+    first, second = make_users(events_app, 2)
+    for n in range(30):
+        rename(events_app, first, str(n + 1))
+    rename(events_app, second, "1")
+    with events_app.app_context():  # the first user's oldest waits for a retry
+        table = OutboxMessage.__table__
+        oldest = db.session.scalar(select(func.min(table.c.id)).where(table.c.aggregate_id == first))
+        db.session.execute(
+            table.update().where(table.c.id == oldest).values(next_attempt_at=datetime.now(UTC) + timedelta(hours=1))
+        )
+        db.session.commit()
+        due = relay.due_events(10)
+    assert {message.subject for message in due} == {str(second)} and len(due) == 2
+
+
+def test_flask_outbox_status_shows_the_events_lag(events_app):
+    make_users(events_app, 2)
+    result = events_app.test_cli_runner().invoke(args=["outbox", "status"])
+    assert result.exit_code == 0, result.output
+    assert "events pending 2  lag " in result.output
