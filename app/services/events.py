@@ -73,7 +73,8 @@ def routing_key(event_type: str) -> str:
 
 def _pending(session: OrmSession) -> list[tuple[str, uuid.UUID, Any]]:
     """This transaction's events, in the order they were said: (type, subject, data or a user)."""
-    return session.info.setdefault(_KEY, [])
+    pending: list[tuple[str, uuid.UUID, Any]] = session.info.setdefault(_KEY, [])
+    return pending
 
 
 def user(event_type: str, target: User) -> None:
@@ -111,7 +112,9 @@ def sessions_revoked(user_id: uuid.UUID, session_ids: Iterable[uuid.UUID], reaso
         pending.append((SESSION_REVOKED, user_id, {"user_id": str(user_id), "session_id": str(sid), "reason": reason}))
 
 
-def cloudevent(event_type: str, subject: uuid.UUID, data: dict[str, Any], *, now: datetime | None = None) -> dict:
+def cloudevent(
+    event_type: str, subject: uuid.UUID, data: dict[str, Any], *, now: datetime | None = None
+) -> dict[str, Any]:
     """A CloudEvents 1.0 structured-mode document (https://github.com/cloudevents/spec, v1.0.2).
 
     `id` is fixed here, once: every redelivery carries the same one, which is what consumers
@@ -134,7 +137,8 @@ def user_data(target: User | dict[str, Any]) -> dict[str, Any]:
     """The `user` object as the API serialises it."""
     from app.schemas.common import UserSchema
 
-    return UserSchema().dump(target)
+    dumped: dict[str, Any] = UserSchema().dump(target)
+    return dumped
 
 
 def _lock_subjects(session: OrmSession, subjects: set[uuid.UUID]) -> None:

@@ -33,9 +33,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pika
 from flask import Flask
@@ -110,7 +111,7 @@ class Publisher:
         self._unconfirmed: dict[int, Pending] = {}
         self._outcome = Outcome()
 
-    def _on_confirm(self, frame) -> None:
+    def _on_confirm(self, frame: Any) -> None:
         """Basic.Ack / Basic.Nack, for one delivery tag or (multiple) every tag up to it."""
         method = frame.method
         tags = [method.delivery_tag]
@@ -198,7 +199,7 @@ def due_events(limit: int, *, pages: int = 10) -> list[Pending]:
     return batch[:limit]
 
 
-def record(outcome: Outcome, config) -> None:
+def record(outcome: Outcome, config: Mapping[str, Any]) -> None:
     """Mark the confirmed events sent and schedule the refused ones again; commits."""
     table = OutboxMessage.__table__
     now = utcnow()
@@ -226,7 +227,7 @@ def record(outcome: Outcome, config) -> None:
         log.warning("events relay: the broker refused %s event(s); retrying them later", len(outcome.nacked))
 
 
-def publish_batch(publisher: Publisher, batch: list[Pending], config) -> Outcome:
+def publish_batch(publisher: Publisher, batch: list[Pending], config: Mapping[str, Any]) -> Outcome:
     """Publish a batch wave by wave; a user with a refused event sits out the rest of the batch.
 
     What was confirmed before a failure is recorded before BrokerGone goes on up.
@@ -300,10 +301,12 @@ class Leadership:
 
 def reconnect_delay(failures: int, interval: float) -> float:
     """Exponential backoff from the poll interval, capped, with ±10% jitter."""
-    return min(interval * 2**failures, MAX_RECONNECT_DELAY) * random.uniform(0.9, 1.1)
+    return float(min(interval * 2**failures, MAX_RECONNECT_DELAY) * random.uniform(0.9, 1.1))
 
 
-def run(app: Flask, stop: threading.Event, *, until_idle: bool = False, connect: Callable | None = None) -> int:
+def run(
+    app: Flask, stop: threading.Event, *, until_idle: bool = False, connect: Callable[[], Publisher] | None = None
+) -> int:
     """Publish events until `stop` is set (or, `until_idle`, until none is pending); return how many.
 
     Any failure (the broker, the database) drops the connection and tries again after a
@@ -366,15 +369,13 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread | None:
     return thread
 
 
-def lag(now=None) -> tuple[int, float | None]:
+def lag(now: datetime | None = None) -> tuple[int, float | None]:
     """How many events wait, and the age in seconds of the oldest (None when none)."""
     from sqlalchemy import func
 
     table = OutboxMessage.__table__
     now = now or utcnow()
-    count, oldest = db.session.execute(
-        select(func.count(), func.min(table.c.created_at)).where(
-            table.c.kind == events.EVENT, table.c.status == PENDING
-        )
-    ).one()
+    waiting = (table.c.kind == events.EVENT, table.c.status == PENDING)
+    count = db.session.scalar(select(func.count()).where(*waiting)) or 0
+    oldest: datetime | None = db.session.scalar(select(func.min(table.c.created_at)).where(*waiting))
     return count, ((now - oldest).total_seconds() if oldest is not None else None)

@@ -23,7 +23,7 @@ from app.errors import (
 )
 from app.extensions import db
 from app.models import ADMIN, RevokedToken, Session, User
-from app.services import audit, credentials, events, pages, passwords, recovery, revocations, tokens
+from app.services import audit, credentials, events, pages, passwords, recovery, revocation_view, sessions
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
@@ -235,7 +235,7 @@ def apply_update(
         new_hash = passwords.hash_password(changes["password"])
         credentials.lock(target)
         target.password_hash = new_hash
-        tokens.void_all_tokens(target, reason="password_reset")  # an admin reset ends every session of the account
+        sessions.void_all_tokens(target, reason="password_reset")  # an admin reset ends every session of the account
         events.user(events.PASSWORD_CHANGED, target)
         audit.record("password_reset", actor_id=actor_id, target_id=target.id)
         recovery.notify_password_changed(target, how="reset by an administrator")
@@ -245,7 +245,7 @@ def apply_update(
         target.is_active = changes["is_active"]
         if not target.is_active:
             # docs/CONTRACT.md: deactivated after issue voids the token
-            tokens.void_all_tokens(target, reason="deactivated")
+            sessions.void_all_tokens(target, reason="deactivated")
         events.user(events.REACTIVATED if target.is_active else events.DEACTIVATED, target)
         event = "user_activated" if target.is_active else "user_deactivated"
         audit.record(event, actor_id=actor_id, target_id=target.id)
@@ -297,7 +297,7 @@ def visible_user(*, actor: User, target_id: str) -> User:
 def delete_account(target: User) -> None:
     """Delete a user with every session and revocation record; commits. Raises LastAdmin."""
     ensure_not_last_admin(target)
-    revocations.invalidate_user(db.session(), target.id)
+    revocation_view.invalidate_user(db.session(), target.id)
     db.session.execute(delete(Session).where(Session.user_id == target.id))
     db.session.execute(delete(RevokedToken).where(RevokedToken.user_id == target.id))
     db.session.delete(target)
