@@ -6,7 +6,7 @@ PORT ?= 8443
 CERT_DIR ?= instance/certs
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-smoke bench-import clean venv migrate cert secret lock browser
+.PHONY: run test lint bench bench-smoke bench-import bench-relay clean venv migrate cert secret lock browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-smoke: venv
 ## make bench-import: `flask users import` of 100,000 users into PostgreSQL, timed (goal under 60 s); writes bench/IMPORT.md
 bench-import: venv
 	$(BIN)/python -m bench.imports $(BENCH_ARGS)
+
+## make bench-relay: the events relay publishing 20,000 events to RabbitMQ with publisher confirms, timed; writes bench/RELAY.md
+bench-relay: venv
+	$(BIN)/python -m bench.relay $(BENCH_ARGS)
 
 ## make secret: print a fresh JWT_SECRET_KEY
 secret:

@@ -374,6 +374,16 @@ class BaseConfig:
         self.OUTBOX_POLL_INTERVAL = (
             float(env_int(env, "OUTBOX_POLL_INTERVAL_MS", 1000, minimum=10, maximum=60000)) / 1000
         )
+        self._events_settings(env)
+
+    def _events_settings(self, env: Mapping[str, Any]) -> None:
+        """Events for other services (app/services/events.py, app/services/relay.py); unset: no events."""
+        self.EVENTS_AMQP_URL = _text(env, "EVENTS_AMQP_URL")
+        if self.EVENTS_AMQP_URL is not None and self.EVENTS_AMQP_URL.split("://", 1)[0] not in ("amqp", "amqps"):
+            raise ConfigError("EVENTS_AMQP_URL must start with amqp:// or amqps://")
+        self.EVENTS_EXCHANGE = _text(env, "EVENTS_EXCHANGE", "auth.events")
+        # Events published per round trip of publisher confirms (the relay's batch).
+        self.EVENTS_BATCH_SIZE = env_int(env, "EVENTS_BATCH_SIZE", 500, minimum=1, maximum=5000)
 
     def _frontend_url(self, env: Mapping[str, Any]) -> str | None:
         """The base of the links in mails: an absolute http(s) URL without a trailing slash."""

@@ -145,7 +145,7 @@ def keys_list() -> None:
 
 @click.group("outbox")
 def outbox_group() -> None:
-    """Deliver the outbox (mail) and look after it."""
+    """Deliver the outbox (mail, and events when EVENTS_AMQP_URL is set) and look after it."""
 
 
 @outbox_group.command("run")
@@ -160,15 +160,22 @@ def outbox_group() -> None:
 )
 @with_appcontext
 def outbox_run(once: bool, metrics_port: int) -> None:
-    """Deliver outbox messages until SIGTERM or SIGINT (several workers may run at once)."""
+    """Deliver outbox messages until SIGTERM or SIGINT (several workers may run at once).
+
+    With EVENTS_AMQP_URL, the events relay runs beside mail delivery (app/services/relay.py).
+    """
     import signal
     import threading
+
+    from app.services import relay
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if once:
         with app.app_context():
             while outbox.run_once():
                 pass
+        if app.config["EVENTS_AMQP_URL"]:
+            relay.run(app, threading.Event(), until_idle=True)
         return
     if metrics_port:
         from prometheus_client import REGISTRY, start_http_server
@@ -185,7 +192,12 @@ def outbox_run(once: bool, metrics_port: int) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     click.echo("outbox worker: delivering (SIGTERM stops)", err=True)
+    relay_thread = relay.start(app, stop)
+    if relay_thread is not None:
+        click.echo(f"outbox worker: publishing events to {app.config['EVENTS_EXCHANGE']}", err=True)
     outbox.run(app, stop)
+    if relay_thread is not None:
+        relay_thread.join()
     click.echo("outbox worker: stopped", err=True)
 
 
@@ -196,6 +208,11 @@ def outbox_status() -> None:
     backlog = outbox.status()
     age = f"{backlog.oldest_pending_age:.0f}s" if backlog.oldest_pending_age is not None else "-"
     click.echo(f"pending {backlog.pending}  dead {backlog.dead}  sent {backlog.sent}  oldest pending {age}")
+    if current_app.config["EVENTS_AMQP_URL"]:
+        from app.services import relay
+
+        waiting, lag = relay.lag()
+        click.echo(f"events pending {waiting}  lag {f'{lag:.0f}s' if lag is not None else '-'}")
 
 
 @outbox_group.command("retry")

@@ -219,3 +219,24 @@ def smtp_server():
 def mail_app(make_app, smtp_server):
     """An app on this backend's database whose mail goes to `smtp_server`."""
     return make_app(MAIL_URL=smtp_server.url())
+
+
+@pytest.fixture
+def exchange():
+    """A topic exchange and a bound queue of its own on the machine's RabbitMQ (tests/broker.py)."""
+    from tests.broker import Exchange, require_broker
+
+    require_broker()
+    made = Exchange.make()
+    yield made
+    made.delete()
+
+
+@pytest.fixture
+def events_app(make_app, exchange):
+    """An app on this backend's database whose events go to `exchange` (the relay polls every 10 ms)."""
+    from tests.broker import BROKER_URL
+
+    return make_app(
+        EVENTS_AMQP_URL=BROKER_URL, EVENTS_EXCHANGE=exchange.name, OUTBOX_POLL_INTERVAL_MS=10, MAIL_URL="none"
+    )

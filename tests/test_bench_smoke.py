@@ -71,3 +71,19 @@ def test_bench_import_smoke_imports_and_exports_every_user(postgres_server, tmp_
     assert results["summary"] == {"users.imported": 2000, "users.updated": 0, "users.skipped": 0, "users.failed": 0}
     assert results["rerun_summary"]["users.skipped"] == 2000 and results["exported"] == 2000
     assert "| `flask users import` into an empty database | 2,000 |" in (tmp_path / "IMPORT-smoke.md").read_text()
+
+
+def test_bench_relay_smoke_publishes_every_event_once(postgres_server, tmp_path):
+    """`python -m bench.relay --smoke`: the relay benchmark of issue 14 cannot rot either."""
+    from tests.broker import require_broker
+
+    require_broker()
+    command = [sys.executable, "-m", "bench.relay", "--smoke", "--postgres-url", postgres_server,
+               "--out-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "relay-smoke.json").read_text())
+    assert results["complete"] is True
+    assert {name: row["events"] for name, row in results["scenarios"].items()} == {"1,000 users": 2000, "one user": 200}
+    assert all(row["per_s"] > 0 for row in results["scenarios"].values())
+    assert "| 2,000 | 1,000 users |" in (tmp_path / "RELAY-smoke.md").read_text()

@@ -349,3 +349,21 @@ def test_mail_settings_are_checked():
     config = get_config({"APP_ENV": "development", "INSTANCE_DIR": "/tmp/auth-config-test"})
     assert (config.MAIL_URL, config.OUTBOX_IN_PROCESS, config.EMAIL_VERIFICATION) == ("console", True, "optional")
     assert get_config({"APP_ENV": "testing"}).OUTBOX_IN_PROCESS is False
+
+
+def test_events_are_off_without_a_broker_and_the_url_is_checked():
+    settings = get_config({"APP_ENV": "testing"})
+    assert (settings.EVENTS_AMQP_URL, settings.EVENTS_EXCHANGE, settings.EVENTS_BATCH_SIZE) == (
+        None,
+        "auth.events",
+        500,
+    )
+    for bad in (
+        {"EVENTS_AMQP_URL": "http://rabbit:5672"},
+        {"EVENTS_AMQP_URL": "rabbit:5672"},
+        {"EVENTS_BATCH_SIZE": "0"},
+    ):
+        with pytest.raises(ConfigError):
+            get_config({"APP_ENV": "testing", **bad})
+    chosen = get_config({"APP_ENV": "testing", "EVENTS_AMQP_URL": "amqps://u:p@mq:5671/%2F", "EVENTS_EXCHANGE": "x"})
+    assert (chosen.EVENTS_AMQP_URL, chosen.EVENTS_EXCHANGE) == ("amqps://u:p@mq:5671/%2F", "x")

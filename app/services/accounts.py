@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.errors import AccountDisabled, EmailNotVerified, InvalidCredentials, NotFound, TooManyAttempts
 from app.extensions import db
 from app.models import Session, User, utcnow
-from app.services import audit, credentials, issuing, mfa, passwords, recovery, sessions, throttle, users
+from app.services import audit, credentials, events, issuing, mfa, passwords, recovery, sessions, throttle, users
 
 
 def signup(
@@ -29,6 +29,7 @@ def signup(
     pair = sessions.open_session(user, user_agent=user_agent, ip=ip, fresh=True)
     audit.record("signup", actor_id=user.id, target_id=user.id)
     recovery.on_signup(user)
+    events.user(events.CREATED, user)
     users.commit_or_conflict()
     return user, pair
 
@@ -111,7 +112,8 @@ def change_password(user: User, *, current_sid: uuid.UUID, current_password: str
     new_hash = passwords.hash_password(new_password)
     credentials.lock(user)
     user.password_hash = new_hash
-    revoked = sessions.revoke_sessions(user.id, Session.id != current_sid)
+    revoked = sessions.revoke_sessions(user.id, Session.id != current_sid, reason="password_changed")
+    events.user(events.PASSWORD_CHANGED, user)
     audit.record("password_changed", actor_id=user.id, target_id=user.id, sessions_revoked=revoked)
     recovery.notify_password_changed(user, how="changed")
     db.session.commit()
@@ -160,7 +162,7 @@ def revoke_session(user: User, session_id: str) -> None:
         sid = uuid.UUID(session_id)
     except ValueError:
         raise NotFound("No such session.") from None
-    if sessions.revoke_sessions(user.id, Session.id == sid) != 1:
+    if sessions.revoke_sessions(user.id, Session.id == sid, reason="user_revoked") != 1:
         raise NotFound("No such session.")
     audit.record("session_revoked", actor_id=user.id, target_id=user.id, session_id=str(sid))
     db.session.commit()

@@ -30,7 +30,7 @@ from app.errors import AppError, EmailTaken, UsernameTaken
 from app.extensions import db
 from app.models import User, utcnow
 from app.schemas.imports import UserRecordSchema
-from app.services import audit, hashformats, passwords, sessions, users
+from app.services import audit, events, hashformats, passwords, sessions, users
 
 CONFLICT_MODES = ("skip", "update", "fail")
 MAX_LINE_BYTES = 64 * 1024
@@ -263,6 +263,8 @@ class Importer:
             # Core, not the ORM's bulk insert: that one splits the rows by which values are None
             # (a username or not), and a batch would become hundreds of statements.
             db.session.execute(insert(User.__table__), list(batch.rows.values()))
+            for row in batch.rows.values():
+                events.user_created_row(row)
         if batch.events and not self.dry_run:
             audit.record_many("user_imported", batch.events)
         return batch
@@ -340,7 +342,14 @@ class Importer:
         for name, value in _column_values(changes).items():
             setattr(target, name, value)
         if "password_hash" in changes or changes.get("is_active") is False:
-            sessions.void_all_tokens(target)  # a new password or a deactivation ends every session
+            reason = "deactivated" if changes.get("is_active") is False else "imported"
+            sessions.void_all_tokens(target, reason=reason)  # a new password or a deactivation ends every session
+        if "is_active" in changes:
+            events.user(events.REACTIVATED if target.is_active else events.DEACTIVATED, target)
+        if "password_hash" in changes:
+            events.user(events.PASSWORD_CHANGED, target)
+        if set(changes) - {"is_active", "password_hash"}:
+            events.user(events.UPDATED, target)
         details: dict[str, Any] = {"action": "updated", "line": record.line, "fields": sorted(changes)}
         if "password_hash" in changes:
             details["hash_format"] = _hash_format(target.password_hash)

@@ -48,7 +48,18 @@ from app.errors import (
 )
 from app.extensions import db, execute_dml
 from app.models import MfaChallenge, RecoveryCode, TotpCredential, User, utcnow
-from app.services import audit, credentials, issuing, passwords, secretbox, sessions, throttle, token_codec, users
+from app.services import (
+    audit,
+    credentials,
+    events,
+    issuing,
+    passwords,
+    secretbox,
+    sessions,
+    throttle,
+    token_codec,
+    users,
+)
 
 METHODS = ["totp", "recovery_code"]
 CHALLENGE_LIFETIME = timedelta(minutes=5)
@@ -253,6 +264,7 @@ def confirm_enrolment(user: User, *, code: str) -> list[str]:
     _check_factor(user, secret=secret, code=code, recovery_code=None)
     db.session.execute(update(TotpCredential).where(TotpCredential.user_id == user.id).values(confirmed_at=utcnow()))
     user.mfa_enabled = True
+    events.user(events.UPDATED, user)  # mfa_enabled is part of the user object
     codes = _replace_recovery_codes(user)
     notify(user, "mfa_enabled", actor_id=user.id)
     _settle(user)
@@ -312,6 +324,8 @@ def _remove(user: User) -> None:
     """Delete the seed, the recovery codes and any pending two-step login; the caller commits."""
     for model in (TotpCredential, RecoveryCode, MfaChallenge):
         db.session.execute(delete(model).where(model.user_id == user.id))
+    if user.mfa_enabled:
+        events.user(events.UPDATED, user)
     user.mfa_enabled = False
 
 

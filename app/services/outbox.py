@@ -21,8 +21,9 @@ sends it again. The Message-ID is fixed at enqueue time, so the copies carry the
 A crash before the send only delays the mail by the lease. Tasks (kind "task") write to the
 database in the transaction that marks them sent, so their effects happen exactly once.
 
-`aggregate_id` (the user) is recorded for kinds that must keep one subject's order (the events
-publisher will claim per aggregate); mail needs no order and is claimed oldest first.
+`aggregate_id` (the user) is recorded for kinds that must keep one subject's order: events
+(kind "event") are not claimed here but published by app/services/relay.py, in id order per
+user; mail needs no order and is claimed oldest first.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import ColumnElement, Table, delete, func, or_, select, update
+from sqlalchemy.orm import Session as OrmSession
 
 from app.extensions import db, execute_dml
 from app.models import OutboxMessage, utcnow
@@ -47,7 +49,7 @@ from app.models.outbox import DEAD, PENDING, SENT
 
 log = logging.getLogger(__name__)
 
-MAIL, TASK = "mail", "task"
+MAIL, TASK, EVENT = "mail", "task", "event"
 REDACTED = "[redacted]"
 
 DELIVERIES = Counter("auth_outbox_deliveries_total", "Outbox delivery attempts by result", ["kind", "result"])
@@ -74,10 +76,17 @@ class Handler:
     redact: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def enqueue(kind: str, topic: str, payload: dict[str, Any], *, aggregate_id: uuid.UUID | None = None) -> None:
-    """Add a message to the current transaction; the caller commits it with its change."""
+def enqueue(
+    kind: str,
+    topic: str,
+    payload: dict[str, Any],
+    *,
+    aggregate_id: uuid.UUID | None = None,
+    session: OrmSession | None = None,
+) -> None:
+    """Add a message to the current transaction (or `session`'s); the caller commits it with its change."""
     now = utcnow()
-    db.session.add(
+    (session or db.session).add(
         OutboxMessage(
             kind=kind,
             topic=topic,
@@ -181,7 +190,10 @@ def claim(*, now: datetime | None = None, limit: int | None = None) -> list[Clai
     config = current_app.config
     now = now or utcnow()
     table = OutboxMessage.__table__
-    claimable = (table.c.status == PENDING, table.c.next_attempt_at <= now, _unclaimed(table, now))
+    # Events are the relay's (app/services/relay.py), which publishes them in order.
+    claimable = (
+        table.c.status == PENDING, table.c.kind != EVENT, table.c.next_attempt_at <= now, _unclaimed(table, now)
+    )  # fmt: skip
     due = select(table.c.id).where(*claimable).order_by(table.c.next_attempt_at, table.c.id)
     due = due.limit(limit or config["OUTBOX_BATCH_SIZE"])
     if db.engine.dialect.name in ("postgresql", "mysql"):
@@ -377,6 +389,21 @@ class BacklogCollector:
             "Age of the oldest message waiting for delivery (0 when none)",
             value=backlog.oldest_pending_age or 0.0,
         )
+        if self.app.config.get("EVENTS_AMQP_URL"):
+            from app.services import relay
+
+            try:
+                with self.app.app_context():
+                    waiting, age = relay.lag()
+            except Exception:
+                log.warning("events metrics: the database did not answer", exc_info=True)
+                return
+            yield GaugeMetricFamily("auth_events_backlog", "Events waiting to be published", value=waiting)
+            yield GaugeMetricFamily(
+                "auth_events_lag_seconds",
+                "Age of the oldest event not yet confirmed by the broker (0 when none)",
+                value=age or 0.0,
+            )
 
 
 def backlog_exposition(app: Flask) -> bytes:
@@ -402,5 +429,8 @@ def start_in_process(app: Flask) -> threading.Event | None:
         thread = threading.Thread(target=run, args=(app, stop), name="outbox", daemon=True)
         app.extensions["outbox_thread"] = (thread, stop)
         thread.start()
+        from app.services import relay
+
+        relay.start(app, stop)  # and the events, when EVENTS_AMQP_URL is set
     log.info("outbox: delivering in-process (OUTBOX_IN_PROCESS)")
     return stop

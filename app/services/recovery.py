@@ -36,7 +36,7 @@ from app.errors import AlreadyVerified, InvalidResetToken, InvalidVerificationTo
 from app.extensions import db, execute_dml
 from app.models import AccountToken, User, utcnow
 from app.models.account_token import EMAIL_CHANGE, EMAIL_VERIFY, PASSWORD_RESET
-from app.services import audit, credentials, mail, outbox, passwords, sessions, throttle, users
+from app.services import audit, credentials, events, mail, outbox, passwords, sessions, throttle, users
 
 TOKEN_BYTES = 32  # 256 bits; OWASP asks for a long random token, ASVS 2.3.1 / 2.5.x for a CSPRNG
 MAX_TOKEN_LENGTH = 512
@@ -235,10 +235,13 @@ def reset_password(*, token: str, new_password: str, now: datetime | None = None
     user.password_hash = new_hash
     if row.email == user.email:
         # Following the link proved control of the address the mail went to.
+        if not user.email_verified:
+            events.user(events.EMAIL_VERIFIED, user)
         user.email_verified = True
     user.pending_email = None
     void_tokens(user.id, now=now)
-    sessions.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
+    sessions.void_all_tokens(user, reason="password_reset")  # docs/CONTRACT.md: every session of the user is revoked
+    events.user(events.PASSWORD_CHANGED, user)
     audit.record("password_reset_completed", actor_id=user.id, target_id=user.id)
     notify_password_changed(user, how="reset")
     db.session.commit()
@@ -319,6 +322,7 @@ def verify_email(*, token: str, now: datetime | None = None) -> User:
             raise InvalidVerificationToken()
         user.email_verified = True
         audit.record("email_verified", actor_id=user.id, target_id=user.id)
+        events.user(events.EMAIL_VERIFIED, user)
         db.session.commit()
         return user
     if user.pending_email != row.email:
@@ -332,6 +336,8 @@ def verify_email(*, token: str, now: datetime | None = None) -> User:
     user.email, user.pending_email, user.email_verified = row.email, None, True
     void_tokens(user.id, EMAIL_VERIFY, now=now)  # links to the old address
     audit.record("email_changed", actor_id=user.id, target_id=user.id)
+    events.user(events.UPDATED, user)
+    events.user(events.EMAIL_VERIFIED, user)
     outbox.enqueue_mail(
         "email_changed", to=old_email, context={"name": user.name, "new_email": row.email}, user_id=user.id
     )

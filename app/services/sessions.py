@@ -16,7 +16,7 @@ from app import observability
 from app.errors import InvalidToken, TokenReused
 from app.extensions import db, execute_dml
 from app.models import RevokedToken, Session, User, utcnow
-from app.services import audit, revocation_view
+from app.services import audit, events, revocation_view
 from app.services.issuing import TokenPair, issue_pair
 from app.services.token_codec import ACCESS, AMR_PASSWORD, REFRESH, decode_verified
 from app.services.verification import VerifiedToken, verify_token
@@ -82,21 +82,26 @@ def rotate_refresh(refresh_token: str) -> TokenPair:
         observability.count_issued_pair()
         return pair
     db.session.rollback()
-    revoke_sessions(verified.user_id, Session.id == verified.sid)
+    revoke_sessions(verified.user_id, Session.id == verified.sid, reason="token_reused")
     audit.record("refresh_reuse_detected", target_id=verified.user_id, session_id=str(verified.sid))
     db.session.commit()
     raise TokenReused()
 
 
-def revoke_sessions(user_id: uuid.UUID, *criteria: ColumnElement[bool]) -> int:
-    """Mark the user's live sessions matching `criteria` revoked; the caller commits."""
+def revoke_sessions(user_id: uuid.UUID, *criteria: ColumnElement[bool], reason: str) -> int:
+    """Mark the user's live sessions matching `criteria` revoked, for `reason` (app/services/events.py
+    REASONS: one auth.session.revoked each); the caller commits."""
     revocation_view.invalidate_user(db.session(), user_id)  # a Core UPDATE: the ORM hooks do not see it
+    live: tuple[ColumnElement[bool], ...] = (Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
+    sids: list[uuid.UUID] = []
+    if events.enabled():  # the ids, for the events; locked, so a concurrent revocation tells once
+        sids = list(db.session.scalars(select(Session.id).where(*live).with_for_update()).all())
+        live = (Session.id.in_(sids), Session.revoked_at.is_(None))
     revoked = execute_dml(
-        update(Session)
-        .where(Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
+        update(Session).where(*live).values(revoked_at=utcnow()).execution_options(synchronize_session=False)
     )
+    if events.enabled():
+        events.sessions_revoked(user_id, sids, reason)
     observability.TOKENS_REVOKED.labels("session").inc(revoked)
     return revoked
 
@@ -116,9 +121,9 @@ def record_revoked_jti(jti: str, *, token_type: str, user_id: uuid.UUID | None, 
 def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywhere: bool = False) -> None:
     """Revoke this access token and its session; also the given refresh token's; or every session."""
     if everywhere:
-        revoke_sessions(verified.user_id)
+        revoke_sessions(verified.user_id, reason="logout_all")
     else:
-        revoke_sessions(verified.user_id, Session.id == verified.sid)
+        revoke_sessions(verified.user_id, Session.id == verified.sid, reason="logout")
     if refresh_token:
         try:
             other = decode_verified(refresh_token).claims
@@ -127,7 +132,7 @@ def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywh
         # Only a refresh token of the same user can be revoked this way.
         if other is not None and other["type"] == REFRESH and other["sub"] == str(verified.user_id):
             try:
-                revoke_sessions(verified.user_id, Session.id == uuid.UUID(other["sid"]))
+                revoke_sessions(verified.user_id, Session.id == uuid.UUID(other["sid"]), reason="logout")
             except ValueError:
                 pass
     audit.record("logout", actor_id=verified.user_id, target_id=verified.user_id, all=everywhere)
@@ -135,13 +140,13 @@ def logout(verified: VerifiedToken, *, refresh_token: str | None = None, everywh
     record_revoked_jti(verified.jti, token_type=ACCESS, user_id=verified.user_id, expires_at=verified.expires_at)
 
 
-def void_all_tokens(user: User) -> None:
+def void_all_tokens(user: User, *, reason: str) -> None:
     """Void every token the user holds now: a cut-off at this second and every session revoked.
 
     The caller commits.
     """
     user.tokens_valid_after = whole_second_now()
-    revoke_sessions(user.id)
+    revoke_sessions(user.id, reason=reason)
 
 
 def purge_expired(now: datetime | None = None) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from app.errors import (
 )
 from app.extensions import db
 from app.models import ADMIN, RevokedToken, Session, User
-from app.services import audit, credentials, pages, passwords, recovery, revocation_view, sessions
+from app.services import audit, credentials, events, pages, passwords, recovery, revocation_view, sessions
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
@@ -130,6 +130,7 @@ def create_user(*, actor: User, **changes: Any) -> User:
     """
     user = new_user(**changes, may_reserve=True)
     audit.record("user_created", actor_id=actor.id, target_id=user.id, role=user.role, is_active=user.is_active)
+    events.user(events.CREATED, user)
     commit_or_conflict()
     return user
 
@@ -205,6 +206,7 @@ def apply_update(
     UsernameTaken, LastAdmin.
     """
     profile = [field for field in ("name", "email", "username") if field in changes]
+    before = {field: getattr(target, field) for field in ("name", "email", "username", "role")}
     if "email" in changes and changes["email"] != target.email:
         ensure_available(email=changes["email"], username=None, exclude=target.id)
         target.email = changes["email"]
@@ -233,7 +235,8 @@ def apply_update(
         new_hash = passwords.hash_password(changes["password"])
         credentials.lock(target)
         target.password_hash = new_hash
-        sessions.void_all_tokens(target)  # an admin reset ends every session of the account
+        sessions.void_all_tokens(target, reason="password_reset")  # an admin reset ends every session of the account
+        events.user(events.PASSWORD_CHANGED, target)
         audit.record("password_reset", actor_id=actor_id, target_id=target.id)
         recovery.notify_password_changed(target, how="reset by an administrator")
     if "is_active" in changes and changes["is_active"] != target.is_active:
@@ -241,9 +244,13 @@ def apply_update(
             credentials.lock(target)
         target.is_active = changes["is_active"]
         if not target.is_active:
-            sessions.void_all_tokens(target)  # docs/CONTRACT.md: deactivated after issue voids the token
+            # docs/CONTRACT.md: deactivated after issue voids the token
+            sessions.void_all_tokens(target, reason="deactivated")
+        events.user(events.REACTIVATED if target.is_active else events.DEACTIVATED, target)
         event = "user_activated" if target.is_active else "user_deactivated"
         audit.record(event, actor_id=actor_id, target_id=target.id)
+    if any(getattr(target, field) != value for field, value in before.items()):
+        events.user(events.UPDATED, target)
     commit_or_conflict()
     return target
 
@@ -294,6 +301,7 @@ def delete_account(target: User) -> None:
     db.session.execute(delete(Session).where(Session.user_id == target.id))
     db.session.execute(delete(RevokedToken).where(RevokedToken.user_id == target.id))
     db.session.delete(target)
+    events.deleted(target.id)
     db.session.commit()
 
 
@@ -332,6 +340,7 @@ def create_or_promote_admin(*, email: str, password: str | None, name: str | Non
         # The operator vouches for the address: EMAIL_VERIFICATION=required must not lock them out.
         user.email_verified = True
         audit.record("admin_created", target_id=user.id, via="cli")
+        events.user(events.CREATED, user)
         commit_or_conflict()
         return user, True
     changes: dict[str, Any] = {"role": ADMIN, "is_active": True}

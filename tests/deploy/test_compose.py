@@ -19,7 +19,7 @@ import yaml
 from tests.deploy.conftest import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SECRETS = ("JWT_SECRET_KEY", "POSTGRES_PASSWORD")
+SECRETS = ("JWT_SECRET_KEY", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME, and $$ (a literal $).
 VARIABLE = re.compile(
     r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_]\w*))"
@@ -87,13 +87,15 @@ def test_compose_refuses_to_start_without_the_secrets(compose):
 
 def test_compose_file_with_its_secrets_set_is_still_valid(compose):
     missing: list[str] = []
-    env = {"JWT_SECRET_KEY": "k" * 48, "POSTGRES_PASSWORD": "pw-from-env"}
+    env = {"JWT_SECRET_KEY": "k" * 48, "POSTGRES_PASSWORD": "pw-from-env", "RABBITMQ_PASSWORD": "mq-from-env"}
     resolved = interpolate(compose, env, missing)
     assert missing == []
     jsonschema.validate(resolved, compose_schema(), cls=jsonschema.Draft202012Validator)
     auth = resolved["services"]["auth"]["environment"]
     assert auth["DATABASE_URL"] == "postgresql://auth:pw-from-env@auth-db:5432/auth"
     assert auth["JWT_SECRET_KEY"] == "k" * 48
+    assert auth["EVENTS_AMQP_URL"] == "amqp://auth:mq-from-env@rabbitmq:5672/%2F"
+    assert resolved["services"]["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"] == "mq-from-env"
     # Without a certificate of one's own: HTTPS with a self-signed one, never plain HTTP.
     assert (auth["TLS_CERT_FILE"], auth["PLAIN_HTTP"], auth["TLS_SELF_SIGNED"]) == ("", "0", "1")
 
@@ -136,6 +138,18 @@ def test_the_outbox_worker_runs_beside_the_service_from_the_same_image(compose):
     assert worker["image"] == auth["image"]
     assert worker["entrypoint"] == ["flask", "outbox", "run"]
     assert worker["depends_on"]["auth-db"] == {"condition": "service_healthy"}
-    for name in ("DATABASE_URL", "JWT_SECRET_KEY", "MAIL_URL", "MAIL_FROM", "FRONTEND_URL", "APP_ENV"):
+    names = ("DATABASE_URL", "JWT_SECRET_KEY", "MAIL_URL", "MAIL_FROM", "FRONTEND_URL", "APP_ENV", "EVENTS_AMQP_URL")
+    for name in (*names, "EVENTS_EXCHANGE"):
         assert worker["environment"][name] == auth["environment"][name], name
     assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
+
+
+def test_the_worker_relays_events_to_a_healthchecked_rabbitmq_with_its_own_volume(compose):
+    worker, broker = compose["services"]["outbox-worker"], compose["services"]["rabbitmq"]
+    assert worker["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
+    assert "@rabbitmq:5672/" in worker["environment"]["EVENTS_AMQP_URL"]
+    assert broker["image"].startswith("rabbitmq:")
+    assert "rabbitmq-diagnostics" in broker["healthcheck"]["test"]
+    assert "${RABBITMQ_PASSWORD:?" in broker["environment"]["RABBITMQ_DEFAULT_PASS"]
+    volume, target = broker["volumes"][0].split(":")[:2]
+    assert target == "/var/lib/rabbitmq" and volume in compose["volumes"]

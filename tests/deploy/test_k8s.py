@@ -220,3 +220,15 @@ def test_the_mail_settings_start_in_production(objects):
     config = get_config({**settings, "JWT_SECRET_KEY": "k" * 48, "METRICS_TOKEN": "m" * 32})
     assert config.MAIL_URL.startswith("smtp://") and config.FRONTEND_URL == "https://app.example.com"
     assert config.PASSWORD_RESET_URL == "https://app.example.com/reset-password?token={token}"
+
+
+def test_the_events_settings_reach_the_api_and_the_relay(objects):
+    """Both Deployments read auth-config and auth-secrets: the API writes events, the worker relays them."""
+    settings = {**objects["ConfigMap"]["data"], **objects["Secret"]["stringData"]}
+    config = get_config({**settings, "JWT_SECRET_KEY": "k" * 48, "METRICS_TOKEN": "m" * 32})
+    assert config.EVENTS_AMQP_URL.startswith("amqps://") and config.EVENTS_EXCHANGE == "auth.events"
+    assert "EVENTS_AMQP_URL" not in objects["ConfigMap"]["data"], "it holds the broker password: the Secret"
+    for name in ("Deployment", "Deployment/auth-outbox-worker"):
+        sources = pod_spec(objects[name])["containers"][0]["envFrom"]
+        assert {"secretRef": {"name": "auth-secrets"}} in sources
+        assert {"configMapRef": {"name": "auth-config"}} in sources
