@@ -378,6 +378,9 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
+    from app.cli_clients import clients_group
+
     commands = (create_admin, purge_tokens, purge_audit, keys_group, mfa_group, outbox_group, users_group, dev_cert)
+    commands += (clients_group,)
     for command in commands:
         app.cli.add_command(command)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import audit, auth, docs, me, meta, mfa, recovery, users
+from app.api import audit, auth, docs, me, meta, mfa, oauth, recovery, users
 from app.api.openapi import Api, ProblemResponses, ServerRelativePaths
 
-BLUEPRINTS = (auth.blp, me.blp, mfa.blp, recovery.blp, users.blp, audit.blp, meta.blp)
+BLUEPRINTS = (auth.blp, me.blp, mfa.blp, recovery.blp, users.blp, audit.blp, meta.blp, oauth.blp)
 API_DESCRIPTION = """Accounts and JWTs.
 
 * Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;
@@ -53,3 +53,5 @@ def register_blueprints(app: Flask) -> None:
         api.register_blueprint(blueprint, url_prefix=prefix or None)
     app.register_blueprint(docs.blp, url_prefix=prefix or None)  # not an API operation: undocumented
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    # Service clients (app/api/oauth.py): client_id and client_secret by HTTP Basic, RFC 6749 2.3.1.
+    api.spec.components.security_scheme("clientBasic", {"type": "http", "scheme": "basic"})

@@ -49,6 +49,7 @@ class TokenState:
 
     user_exists: bool
     email: str | None = None
+    username: str | None = None
     role: str | None = None
     is_active: bool = False
     tokens_valid_after: datetime | None = None

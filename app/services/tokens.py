@@ -26,7 +26,7 @@ from app import observability
 from app.errors import InvalidToken, KeysUnavailable, TokenReused
 from app.extensions import db
 from app.models import RevokedToken, Session, User, utcnow
-from app.services import audit, revocations
+from app.services import audit, clients, revocations
 from app.services.keys import KeyRing
 
 ACCESS = "access"
@@ -36,7 +36,8 @@ REFRESH = "refresh"
 AMR_PASSWORD = ("pwd",)
 AMR_SECOND_FACTOR = ("pwd", "otp")
 # RFC 8725 3.9 / 3.11: every claim we rely on must be present; a token lacking one is invalid.
-REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss", "sid"]
+# A user's token must name its session (`sid`), a service client's its client (`client_id`): _check.
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class VerifiedToken:
     expires_at: datetime
     claims: Mapping[str, Any]
     amr: tuple[str, ...] = AMR_PASSWORD
+    username: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,9 @@ def _check(token: str) -> CheckedToken:
         raise InvalidToken("expired") from None
     except jwt.InvalidTokenError:
         raise InvalidToken("invalid") from None
-    if not all(isinstance(claims[name], str) for name in ("sub", "jti", "sid", "type")):
+    if not all(isinstance(claims[name], str) for name in ("sub", "jti", "type")):
+        raise InvalidToken("invalid")
+    if not isinstance(claims.get("client_id" if clients.is_client_subject(claims["sub"]) else "sid"), str):
         raise InvalidToken("invalid")
     # Tokens signed before `amr` existed proved a password only; a malformed amr is no token of ours.
     amr = claims.get("amr", AMR_PASSWORD)
@@ -212,7 +216,7 @@ def _check(token: str) -> CheckedToken:
         nbf=int(claims["nbf"]),
         exp=exp,
         user_id=_uuid_or_none(claims["sub"]),
-        sid=_uuid_or_none(claims["sid"]),
+        sid=_uuid_or_none(claims.get("sid", "")),  # a client token has none: verify_token refuses it
         expires_at=datetime.fromtimestamp(exp, UTC),
         amr=tuple(amr),
     )
@@ -268,6 +272,7 @@ _USERS, _SESSIONS, _REVOKED = User.__table__, Session.__table__, RevokedToken.__
 STATE_QUERY = (
     select(
         _USERS.c.email,
+        _USERS.c.username,
         _USERS.c.role,
         _USERS.c.is_active,
         _USERS.c.tokens_valid_after,
@@ -299,6 +304,7 @@ def token_state(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool
         state = revocations.TokenState(
             user_exists=True,
             email=row.email,
+            username=row.username,
             role=row.role,
             is_active=row.is_active,
             tokens_valid_after=row.tokens_valid_after,
@@ -345,6 +351,7 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
         expires_at=found.expires_at,
         claims=claims,
         amr=found.amr,
+        username=state.username,
     )
 
 
@@ -359,12 +366,32 @@ def whole_second_now() -> datetime:
     return datetime.fromtimestamp(math.floor(now.timestamp()), UTC)
 
 
+def verify_access(token: str) -> VerifiedToken | clients.VerifiedClientToken:
+    """/checkToken's and /introspect's judge of an access token: a user's by verify_token, a service client's
+    by clients.verify (after the same signature and time checks). User endpoints use verify_token alone,
+    which refuses client tokens. Raises InvalidToken as verify_token does.
+    """
+    found = checked(token)
+    if clients.is_client_subject(found.claims["sub"]):
+        return clients.verify(found.claims, found.expires_at)
+    return verify_token(token, expected_type=ACCESS)
+
+
 def check_token(token: str) -> dict[str, Any]:
     """The /checkToken answer: validity plus who, or the reason it is not valid."""
     try:
-        verified = verify_token(token, expected_type=ACCESS)
+        verified = verify_access(token)
     except InvalidToken as error:
         return {"success": True, "valid": False, "reason": error.reason}
+    if isinstance(verified, clients.VerifiedClientToken):
+        return {
+            "success": True,
+            "valid": True,
+            "client_id": str(verified.client_id),
+            "roles": verified.roles,
+            "expires_at": verified.expires_at,
+            "jti": verified.jti,
+        }
     return {
         "success": True,
         "valid": True,
