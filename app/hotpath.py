@@ -103,7 +103,7 @@ def oauth_error_answer(error: OAuthError) -> Answer:
 def introspect_answer(form: Form | None, authorization: str | None, address: str | None, request_id: str) -> Answer:
     """The /introspect answer (RFC 7662) for a parsed form (None: the body was no form) from `address`.
 
-    The token is judged by tokens.verify_access, /checkToken's judge, and counts against the
+    The token is judged by tokens.verify_token, as /checkToken's is,, and counts against the
     same per-address limit.
     """
     wait = current_app.extensions["checktoken_limit"].retry_after(address)

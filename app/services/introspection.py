@@ -1,6 +1,6 @@
 """RFC 7662 token introspection: the caller's client authentication, then the token judged as /checkToken judges it.
 
-The verdict is tokens.verify_access, the function behind /checkToken; this module only says it
+The verdict is tokens.verify_token, the function behind /checkToken; this module only says it
 in RFC 7662's words. app/hotpath.py builds the HTTP answer from it, for the fast path and the
 Flask view alike.
 """
@@ -40,7 +40,7 @@ def introspect(form: Form | None, authorization: str | None) -> dict[str, Any]:
     token = parameter(form, "token")
     parameter(form, "token_type_hint", required=False)  # at most once; an unknown hint is ignored (RFC 7662 2.1)
     try:
-        verified = tokens.verify_access(token)
+        verified = tokens.verify_token(token, expected_type=tokens.ACCESS, clients_too=True)
     except InvalidToken:
         return dict(INACTIVE)
     return describe(verified)

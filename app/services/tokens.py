@@ -316,14 +316,22 @@ def token_state(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool
     return state
 
 
-def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
+def verify_token(
+    token: str, *, expected_type: str = ACCESS, clients_too: bool = False
+) -> VerifiedToken | clients.VerifiedClientToken:
     """Decide whether `token` is valid for `expected_type` by every rule of docs/CONTRACT.md.
 
+    A service client's token (app/services/clients.py) is judged only where `clients_too` is
+    given (/checkToken, /introspect); every user endpoint finds it invalid.
     Raises InvalidToken with reason expired, invalid, wrong_type, revoked or user_inactive,
     and lets a database failure propagate (it becomes a 503: never "valid" when unsure).
     """
     found = checked(token)
     claims = found.claims
+    if clients.is_client_subject(claims["sub"]):
+        if not clients_too:
+            raise InvalidToken("invalid")
+        return clients.verify(claims, found.expires_at)
     if claims["type"] != expected_type:
         raise InvalidToken("wrong_type" if claims["type"] in (ACCESS, REFRESH) else "invalid")
     user_id, sid = found.user_id, found.sid
@@ -366,21 +374,10 @@ def whole_second_now() -> datetime:
     return datetime.fromtimestamp(math.floor(now.timestamp()), UTC)
 
 
-def verify_access(token: str) -> VerifiedToken | clients.VerifiedClientToken:
-    """/checkToken's and /introspect's judge of an access token: a user's by verify_token, a service client's
-    by clients.verify (after the same signature and time checks). User endpoints use verify_token alone,
-    which refuses client tokens. Raises InvalidToken as verify_token does.
-    """
-    found = checked(token)
-    if clients.is_client_subject(found.claims["sub"]):
-        return clients.verify(found.claims, found.expires_at)
-    return verify_token(token, expected_type=ACCESS)
-
-
 def check_token(token: str) -> dict[str, Any]:
     """The /checkToken answer: validity plus who, or the reason it is not valid."""
     try:
-        verified = verify_access(token)
+        verified = verify_token(token, expected_type=ACCESS, clients_too=True)
     except InvalidToken as error:
         return {"success": True, "valid": False, "reason": error.reason}
     if isinstance(verified, clients.VerifiedClientToken):
