@@ -41,6 +41,15 @@ API_DESCRIPTION = """Accounts and JWTs.
   `["pwd", "otp"]` after a second factor (a recovery code counts as "otp" too); refreshing keeps
   it; `/checkToken` answers it and `/validate` sends it as `X-User-Amr`. Wrong codes count
   against the same per-account throttle as wrong passwords.
+* Service clients (`flask clients create`): `POST /oauth/token` (RFC 6749 4.4, form-encoded
+  `grant_type=client_credentials`, the client by HTTP Basic) issues a token with
+  `sub: "client:<client_id>"`, `client_id`, `roles: ["service"]` and no `sid`, valid at `/checkToken`
+  and `/introspect` until it expires or the client is rotated or deleted; every user endpoint and
+  `/validate` refuse it. `POST /introspect` (RFC 7662, client by HTTP Basic) judges a token as
+  `/checkToken` does: `active: true` with its members, or exactly `{"active": false}`. These two
+  answer errors as RFC 6749 5.2 bodies (`{"error", "error_description"}`), not problem documents.
+  `/.well-known/oauth-authorization-server` (RFC 8414) and `/.well-known/openid-configuration`
+  name the issuer and the endpoints' absolute URLs (PUBLIC_URL when set).
 """
 
 
