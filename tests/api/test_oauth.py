@@ -429,3 +429,26 @@ def test_a_bad_public_url_stops_start_up(url):
 
     with pytest.raises(config.ConfigError, match="PUBLIC_URL"):
         config.TestingConfig({"PUBLIC_URL": url})
+
+
+def test_introspection_is_answered_before_flask(make_app, service, user):
+    app = make_app(JWT_SECRET_KEY="x")  # HOT_PATH is on by default
+    hot, seen = app.wsgi_app, []
+    inner = hot.inner
+
+    def flask(environ, start_response):
+        seen.append(environ["PATH_INFO"])
+        return inner(environ, start_response)
+
+    hot.inner = flask
+    client = app.test_client()
+    for form in ({"token": "garbage"}, {"token": "x", "token_type_hint": "access_token"}):
+        assert client.post("/introspect", data=form, headers=service["headers"]).status_code == 200
+    assert client.post("/introspect", data={"token": "x"}).status_code == 401
+    assert "/introspect" not in seen
+    # What is not a plain form goes to the view, which answers through the same builder.
+    assert_oauth_error(
+        client.post("/introspect", json={"token": "x"}, headers=service["headers"]), 400, "invalid_request"
+    )
+    assert client.post("/introspect?x=1", data={"token": "x"}, headers=service["headers"]).status_code == 200
+    assert seen.count("/introspect") == 2
