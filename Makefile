@@ -42,11 +42,13 @@ run: migrate cert
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## make bench: the full benchmark (1,000 and 1,000,000 users, 10–20 min, needs PostgreSQL; installs wrk if missing); writes bench/RESULTS.md
 bench: venv

@@ -485,7 +485,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     """Render Werkzeug's errors (404, 405, 413, …) as problem+json, keeping their headers."""
     status = error.code or 500
     headers = {}
-    detail = error.description if status < 500 else "The server could not complete the request."
+    detail = (error.description or "") if status < 500 else "The server could not complete the request."
     valid_methods = getattr(error, "valid_methods", None)
     if status == 405 and valid_methods:
         headers["Allow"] = ", ".join(valid_methods)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import orjson
@@ -45,7 +45,7 @@ from app.http import (
 )
 from app.oauth import FORM_CONTENT_TYPE, Form, OAuthError
 from app.observability import record
-from app.services import introspection, tokens
+from app.services import introspection, token_codec, verification
 
 MAX_TOKEN_LENGTH = 8192  # the body field's bound (app/schemas/auth.py); a longer one is Flask's 400
 # status, headers, body: an answer before the envelope (request id, security headers, CORS) is added.
@@ -86,7 +86,7 @@ def check_token_answer(token: str, address: str | None, request_id: str) -> Answ
     if wait is not None:
         return _problem(RateLimited(wait), request_id)
     try:
-        result = tokens.check_token(token)
+        result = verification.check_token_result(token)
     except Exception as error:
         return _failure(error, request_id)
     return _json(200, orjson.dumps(result, default=_default, option=orjson.OPT_SORT_KEYS))
@@ -103,7 +103,7 @@ def oauth_error_answer(error: OAuthError) -> Answer:
 def introspect_answer(form: Form | None, authorization: str | None, address: str | None, request_id: str) -> Answer:
     """The /introspect answer (RFC 7662) for a parsed form (None: the body was no form) from `address`.
 
-    The token is judged by tokens.verify_token, as /checkToken's is,, and counts against the
+    The token is judged by verification.verify_token, as /checkToken's is, and counts against the
     same per-address limit.
     """
     wait = current_app.extensions["checktoken_limit"].retry_after(address)
@@ -125,7 +125,7 @@ def validate_answer(token: str | None, request_id: str) -> Answer:
     try:
         if token is None:
             raise MissingToken()
-        verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
+        verified = verification.verify_token(token, expected_type=token_codec.ACCESS)
     except Exception as error:
         return _failure(error, request_id)
     return _json(200, VALIDATED, identity_headers(verified))
@@ -149,12 +149,12 @@ class HotPath:
         """Answer a well-formed verification request here; everything else goes to Flask."""
         path = environ.get("PATH_INFO")
         method = environ.get("REQUEST_METHOD")
-        introspect = path == self.introspect_path and method == "POST"
         if environ.get("QUERY_STRING") or not (
             (path == self.check_path and method == "POST") or (path == self.validate_path and method == "GET")
-            or introspect
+            or (path == self.introspect_path and method == "POST")
         ):  # fmt: skip
             return self.inner(environ, start_response)
+        introspect = path == self.introspect_path
         started = time.perf_counter()
         form = self._body_form(environ) if introspect else None
         token = self._body_token(environ) if path == self.check_path else None
@@ -200,7 +200,7 @@ class HotPath:
         except (UnicodeDecodeError, ValueError):
             return None
 
-    def _body_token(self, environ: dict) -> str | None | bool:
+    def _body_token(self, environ: dict) -> str | None | Literal[False]:
         """The body's token: None for no body, False for a body that is not a plain {"token": "…"}."""
         if environ.get("HTTP_TRANSFER_ENCODING"):
             return False

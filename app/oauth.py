@@ -97,6 +97,14 @@ def parameter(form: Form, name: str, *, required: bool = True) -> str | None:
     return value
 
 
+def required_parameter(form: Form, name: str) -> str:
+    """A parameter that must be there (RFC 6749 3.2: once); OAuthError invalid_request otherwise."""
+    value = parameter(form, name)
+    if value is None:  # parameter() raised already; this satisfies the type
+        raise OAuthError("invalid_request", f"The parameter {name!r} is required.")
+    return value
+
+
 def require_form(form: Form | None) -> Form:
     """The parsed form; OAuthError invalid_request when the body was not form-encoded (RFC 6749 4.4.2)."""
     if form is None:

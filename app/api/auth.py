@@ -22,7 +22,7 @@ from app.schemas.auth import (
     ValidateResponseSchema,
 )
 from app.schemas.mfa import LoginMfaRequestSchema, MfaRequiredSchema
-from app.services import accounts, mfa, tokens
+from app.services import accounts, mfa, sessions
 
 blp = Blueprint("auth", __name__, description="Accounts and tokens")
 
@@ -82,7 +82,7 @@ def login_mfa(args):
 @blp.doc(security=BEARER_SECURITY + [{}])
 def refresh(args):
     """Spend a refresh token for a new pair. A spent token presented again revokes its session."""
-    return tokens.rotate(token_argument(args, "refresh_token")).as_dict()
+    return sessions.rotate_refresh(token_argument(args, "refresh_token")).as_dict()
 
 
 @blp.route("/logout", methods=["POST"])
@@ -93,7 +93,7 @@ def refresh(args):
 @blp.doc(security=BEARER_SECURITY)
 def logout(args):
     """Revoke this access token and its session; `all: true` ends every session of the user."""
-    tokens.logout(g.token, refresh_token=args.get("refresh_token"), everywhere=args["all"])
+    sessions.logout(g.token, refresh_token=args.get("refresh_token"), everywhere=args["all"])
     return {"message": "Signed out of every session." if args["all"] else "Signed out."}
 
 

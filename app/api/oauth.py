@@ -22,6 +22,7 @@ from app.oauth import (
     only_basic,
     parameter,
     require_form,
+    required_parameter,
 )
 from app.schemas.oauth import (
     INTROSPECT_REQUEST,
@@ -92,7 +93,7 @@ def token():
     except OAuthError:
         clients.record_failure(credentials[0], "token")
         raise
-    grant_type = parameter(form, "grant_type")
+    grant_type = required_parameter(form, "grant_type")
     if grant_type != "client_credentials":
         raise OAuthError("unsupported_grant_type", "Only grant_type=client_credentials is supported.")
     parameter(form, "scope", required=False)  # no scopes here: a requested one is ignored (RFC 6749 3.3)

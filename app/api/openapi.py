@@ -13,7 +13,7 @@ from webargs.flaskparser import FlaskParser
 from app.errors import PROBLEM_MIMETYPE, InvalidJSON, ValidationFailed
 from app.schemas.common import ProblemSchema
 
-BEARER_SECURITY = [{"bearerAuth": []}]
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 class Parser(FlaskParser):

@@ -10,7 +10,7 @@ so a hash copied onto another row verifies nothing. Secrets are compared with hm
 
 Its tokens carry `sub: "client:<client_id>"`, `client_id`, `roles: ["service"]`, no `sid`, and
 `cv`, the secret version they were issued under. Rotating or deleting a client changes or removes
-its row and announces it through the revocation view (app/services/revocations.py: the same
+its row and announces it through the revocation view (app/services/revocation_view.py: the same
 cache, the same NOTIFY, keyed by the client's id), so every worker and instance stops honouring
 its tokens within the view's bound.
 """
@@ -26,16 +26,17 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from flask_jwt_extended import create_access_token
 from sqlalchemy import bindparam, select
 
 from app.errors import InvalidToken
 from app.extensions import db
 from app.models import Client, utcnow
 from app.oauth import invalid_client
-from app.services import audit, revocations
+from app.services import audit, revocation_view
+from app.services.issuing import sign_client_token
+from app.services.token_codec import CLIENT_SUBJECT_PREFIX
 
-SUBJECT_PREFIX = "client:"
+SUBJECT_PREFIX = CLIENT_SUBJECT_PREFIX
 ROLES = ("service",)
 NAME_MAX_LENGTH = 100
 _CLIENTS = Client.__table__
@@ -68,11 +69,6 @@ class VerifiedClientToken:
     jti: str
     expires_at: datetime
     claims: Any
-
-
-def is_client_subject(subject: str) -> bool:
-    """Whether a token's `sub` names a service client rather than a user."""
-    return subject.startswith(SUBJECT_PREFIX)
 
 
 def secret_hash(client_id: uuid.UUID, secret: str) -> str:
@@ -131,7 +127,7 @@ def rotate(*, name: str) -> tuple[Client, str]:
     client.secret_hash = secret_hash(client.id, secret)
     client.secret_version += 1
     client.rotated_at = utcnow()
-    revocations.invalidate_user(db.session(), client.id)  # the view is keyed by the client's id
+    revocation_view.invalidate_user(db.session(), client.id)  # the view is keyed by the client's id
     audit.record("client_rotated", target_id=client.id, name=client.name, secret_version=client.secret_version)
     db.session.commit()
     return client, secret
@@ -140,7 +136,7 @@ def rotate(*, name: str) -> tuple[Client, str]:
 def delete(*, name: str) -> Client:
     """Remove a client; its tokens stop working now. Commits."""
     client = _by_name(name)
-    revocations.invalidate_user(db.session(), client.id)
+    revocation_view.invalidate_user(db.session(), client.id)
     audit.record("client_deleted", target_id=client.id, name=client.name)
     db.session.delete(client)
     db.session.commit()
@@ -149,11 +145,11 @@ def delete(*, name: str) -> Client:
 
 def state(client_id: uuid.UUID) -> ClientState:
     """The client's row as the revocation view remembers it, or one query (the view's rules: token_state)."""
-    view: revocations.RevocationView = current_app.extensions["revocations"]
+    view: revocation_view.RevocationView = current_app.extensions["revocations"]
     key = ("client", client_id, client_id)
     view.ensure_listening()
     cached = view.cache.get(key)
-    if cached is not None:
+    if isinstance(cached, ClientState):
         return cached
     epoch = view.cache.epoch
     row = db.session.execute(_STATE_QUERY, {"client_id": client_id}).first()
@@ -184,22 +180,17 @@ def authenticate(client_id: str, secret: str) -> tuple[uuid.UUID, ClientState]:
     # The digest is computed for unknown clients too, so the time does not tell which ids exist.
     expected = found.secret_hash or "0" * 64
     given = secret_hash(parsed or uuid.UUID(int=0), secret)
-    if not (hmac.compare_digest(given, expected) and found.exists):
+    if not (hmac.compare_digest(given, expected) and found.exists) or parsed is None:
         raise invalid_client()
     return parsed, found
 
 
 def issue_token(client_id: uuid.UUID, found: ClientState) -> dict[str, Any]:
     """Sign an access token for the client (RFC 6749 4.4.3); audit it; commit. The token response's fields."""
-    lifetime = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    token = create_access_token(
-        identity=f"{SUBJECT_PREFIX}{client_id}",
-        additional_claims={"client_id": str(client_id), "roles": list(ROLES), "cv": found.secret_version},
-        expires_delta=lifetime,
-    )
+    token, expires_in = sign_client_token(client_id=client_id, roles=list(ROLES), secret_version=found.secret_version)
     audit.record("client_token_issued", target_id=client_id, name=found.name)
     db.session.commit()
-    return {"access_token": token, "token_type": "Bearer", "expires_in": int(lifetime.total_seconds())}
+    return {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
 
 
 def record_failure(client_id: str | None, endpoint: str) -> None:
@@ -209,7 +200,7 @@ def record_failure(client_id: str | None, endpoint: str) -> None:
 
 
 def verify(claims: Any, expires_at: datetime) -> VerifiedClientToken:
-    """Judge a client token whose signature and times were checked (tokens.checked): does its client still stand?
+    """Judge a client token whose signature and times were checked (token_codec): does its client still stand?
 
     Raises InvalidToken("revoked") when the client was deleted or rotated since, "invalid" for
     a token that is not a well-formed client token.
@@ -225,5 +216,10 @@ def verify(claims: Any, expires_at: datetime) -> VerifiedClientToken:
     if not found.exists or found.secret_version != version:
         raise InvalidToken("revoked")
     return VerifiedClientToken(
-        client_id=client_id, name=found.name, roles=list(ROLES), jti=claims["jti"], expires_at=expires_at, claims=claims
+        client_id=client_id,
+        name=found.name or "",
+        roles=list(ROLES),
+        jti=claims["jti"],
+        expires_at=expires_at,
+        claims=claims,
     )

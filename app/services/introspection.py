@@ -1,6 +1,6 @@
 """RFC 7662 token introspection: the caller's client authentication, then the token judged as /checkToken judges it.
 
-The verdict is tokens.verify_token, the function behind /checkToken; this module only says it
+The verdict is verification.verify_token, the function behind /checkToken; this module only says it
 in RFC 7662's words. app/hotpath.py builds the HTTP answer from it, for the fast path and the
 Flask view alike.
 """
@@ -10,8 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import InvalidToken
-from app.oauth import Form, OAuthError, basic_credentials, invalid_client, only_basic, parameter, require_form
-from app.services import clients, tokens
+from app.oauth import (
+    Form,
+    OAuthError,
+    basic_credentials,
+    invalid_client,
+    only_basic,
+    parameter,
+    require_form,
+    required_parameter,
+)
+from app.services import clients, verification
+from app.services.token_codec import ACCESS
 
 INACTIVE = {"active": False}
 # RFC 7662 2.1 / RFC 7009 2.1: the hints a caller may give. A refresh token is never active here:
@@ -37,16 +47,16 @@ def introspect(form: Form | None, authorization: str | None) -> dict[str, Any]:
     """The /introspect body for a form and an Authorization header; raises OAuthError for a bad request or caller."""
     form = require_form(form)
     authenticate_caller(authorization, form)
-    token = parameter(form, "token")
+    token = required_parameter(form, "token")
     parameter(form, "token_type_hint", required=False)  # at most once; an unknown hint is ignored (RFC 7662 2.1)
     try:
-        verified = tokens.verify_token(token, expected_type=tokens.ACCESS, clients_too=True)
+        verified = verification.verify_token(token, expected_type=ACCESS, clients_too=True)
     except InvalidToken:
         return dict(INACTIVE)
     return describe(verified)
 
 
-def describe(verified: tokens.VerifiedToken | clients.VerifiedClientToken) -> dict[str, Any]:
+def describe(verified: verification.VerifiedToken | clients.VerifiedClientToken) -> dict[str, Any]:
     """RFC 7662 2.2 members of an active token."""
     claims = verified.claims
     body: dict[str, Any] = {

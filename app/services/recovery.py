@@ -30,10 +30,10 @@ from flask import current_app
 from sqlalchemy import update
 
 from app.errors import AlreadyVerified, InvalidResetToken, InvalidVerificationToken, MailUnavailable
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import AccountToken, User, utcnow
 from app.models.account_token import EMAIL_CHANGE, EMAIL_VERIFY, PASSWORD_RESET
-from app.services import audit, credentials, mail, outbox, passwords, throttle, tokens, users
+from app.services import audit, credentials, mail, outbox, passwords, sessions, throttle, users
 
 TOKEN_BYTES = 32  # 256 bits; OWASP asks for a long random token, ASVS 2.3.1 / 2.5.x for a CSPRNG
 MAX_TOKEN_LENGTH = 512
@@ -61,7 +61,7 @@ def duration_text(seconds: int) -> str:
 def _lifetime(purpose: str) -> int:
     """The lifetime of a token of `purpose`, in seconds."""
     key = "PASSWORD_RESET_TOKEN_EXPIRES" if purpose == PASSWORD_RESET else "EMAIL_VERIFY_TOKEN_EXPIRES"
-    return current_app.config[key]
+    return int(current_app.config[key])
 
 
 def void_tokens(user_id: uuid.UUID, *purposes: str, now: datetime | None = None) -> None:
@@ -121,15 +121,15 @@ def _same_password(row: AccountToken, user: User) -> bool:
 def _spend(row: AccountToken, now: datetime) -> bool:
     """Mark the token used, if nobody did first (a conditional UPDATE decides between racers)."""
     table = AccountToken.__table__
-    spent = db.session.execute(
+    spent = execute_dml(
         update(table).where(table.c.digest == row.digest, table.c.used_at.is_(None)).values(used_at=now)
-    ).rowcount
+    )
     return spent == 1
 
 
 def link(template_key: str, token: str) -> str:
     """A link into the frontend from PASSWORD_RESET_URL or EMAIL_VERIFY_URL."""
-    return current_app.config[template_key].replace("{token}", token)
+    return str(current_app.config[template_key]).replace("{token}", token)
 
 
 def require_mail() -> None:
@@ -201,7 +201,7 @@ def reset_password(*, token: str, new_password: str, now: datetime | None = None
         user.email_verified = True
     user.pending_email = None
     void_tokens(user.id, now=now)
-    tokens.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
+    sessions.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
     audit.record("password_reset_completed", actor_id=user.id, target_id=user.id)
     notify_password_changed(user, how="reset")
     db.session.commit()
@@ -328,6 +328,6 @@ def verify_email(*, token: str, now: datetime | None = None) -> User:
 def purge_expired(now: datetime | None = None) -> int:
     """Delete tokens that expired; commits; return how many."""
     table = AccountToken.__table__
-    deleted = db.session.execute(table.delete().where(table.c.expires_at < (now or utcnow()))).rowcount
+    deleted = execute_dml(table.delete().where(table.c.expires_at < (now or utcnow())))
     db.session.commit()
     return deleted

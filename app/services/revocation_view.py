@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session as OrmSession
 log = logging.getLogger(__name__)
 
 CHANNEL = "auth_revocations"
-PENDING_KEY = "revocations.pending_users"
+PENDING_KEY = "revocation_view.pending_users"
 HEARTBEAT_SECONDS = 0.5  # a silent, broken listener is noticed within about this long
 MAX_ENTRIES = 100_000
 ENTRY_TTL_SECONDS = 60.0  # belt and braces: no entry outlives this even if all else failed
@@ -58,11 +58,15 @@ class TokenState:
 
 
 class RevocationCache:
-    """A bounded LRU of TokenState by (jti, user, session), with per-user invalidation and a listener health flag."""
+    """A bounded LRU of TokenState by (jti, user, session), with per-user invalidation and a listener health flag.
+
+    It holds a service client's row too (app/services/clients.py, ClientState under
+    ("client", id, id)): values are typed `object`, and each reader checks the kind it reads.
+    """
 
     def __init__(self, max_entries: int = MAX_ENTRIES, ttl: float = ENTRY_TTL_SECONDS) -> None:
         """An empty cache, unusable until a listener says it is connected."""
-        self._entries: OrderedDict[TokenKey, tuple[TokenState, float]] = OrderedDict()
+        self._entries: OrderedDict[TokenKey, tuple[object, float]] = OrderedDict()
         self._by_user: dict[uuid.UUID, set[TokenKey]] = {}
         self._lock = threading.Lock()
         self._max = max_entries
@@ -70,7 +74,7 @@ class RevocationCache:
         self.epoch = 0
         self.listening = False
 
-    def get(self, key: TokenKey) -> TokenState | None:
+    def get(self, key: TokenKey) -> object | None:
         """The remembered state, if the cache may be trusted and has it."""
         if not self.listening:
             return None
@@ -85,7 +89,7 @@ class RevocationCache:
             self._entries.move_to_end(key)
             return state
 
-    def put(self, key: TokenKey, state: TokenState, epoch: int) -> None:
+    def put(self, key: TokenKey, state: object, epoch: int) -> None:
         """Remember a state read from the database, unless anything was invalidated since `epoch`."""
         with self._lock:
             if not self.listening or epoch != self.epoch:
@@ -193,7 +197,7 @@ class Listener:
             self.stopping.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    def _listen(self, connection) -> None:
+    def _listen(self, connection: Any) -> None:
         """Apply notifications until the connection fails or we are stopped."""
         while not self.stopping.is_set():
             readable, _, _ = select.select([connection], [], [], HEARTBEAT_SECONDS)
@@ -289,12 +293,12 @@ def _after_commit(session: OrmSession) -> None:
             view.cache.invalidate_user(user_id)
 
 
-def _after_rollback(session: OrmSession, _transaction) -> None:
+def _after_rollback(session: OrmSession, _transaction: Any) -> None:
     """A rolled-back change announces nothing."""
     session.info.pop(PENDING_KEY, None)
 
 
-def _after_flush(session: OrmSession, _context) -> None:
+def _after_flush(session: OrmSession, _context: Any) -> None:
     """Any user, session or revocation row written through the ORM invalidates its user."""
     from app.models import RevokedToken, Session, User
 

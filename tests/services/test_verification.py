@@ -609,7 +609,7 @@ def test_purged_expired_session_voids_its_tokens(app, client, user):
     with app.app_context():
         db.session.get(Session, sid).expires_at = datetime.now(UTC) - timedelta(days=1)
         db.session.commit()
-        from app.services.tokens import purge_expired
+        from app.services.sessions import purge_expired
 
         purge_expired()
         assert db.session.scalars(select(Session).where(Session.id == sid)).first() is None
@@ -680,13 +680,13 @@ def test_a_remembered_token_expires_on_time(make_app, user, pyjwt_calls):
 
 
 def test_remembered_claims_are_read_only(app, user):
-    from app.services import tokens
+    from app.services import token_codec
 
     with app.app_context():
-        claims = tokens.decode(user["access_token"])
+        claims = token_codec.decode_verified(user["access_token"]).claims
         with pytest.raises(TypeError):
             claims["sub"] = str(uuid.uuid4())  # type: ignore[index]
-        assert tokens.decode(user["access_token"])["sub"] == user["user_id"]
+        assert token_codec.decode_verified(user["access_token"]).claims["sub"] == user["user_id"]
 
 
 def test_token_cache_size_zero_verifies_every_time(make_app, user, pyjwt_calls):
