@@ -17,7 +17,7 @@ class Client(Base):
     __tablename__ = "clients"
 
     # The client_id clients send (RFC 6749 2.2): public, unique, and the key its tokens are
-    # invalidated by in every worker's revocation view (app/services/revocations.py).
+    # invalidated by in every worker's revocation view (app/services/revocation_view.py).
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     # HMAC-SHA256 of the secret (hex); the secret itself is shown once and never stored.
