@@ -45,7 +45,7 @@ from app.http import (
 )
 from app.oauth import FORM_CONTENT_TYPE, Form, OAuthError
 from app.observability import record
-from app.services import introspection, token_codec, verification
+from app.services import audit, introspection, token_codec, verification
 
 MAX_TOKEN_LENGTH = 8192  # the body field's bound (app/schemas/auth.py); a longer one is Flask's 400
 # status, headers, body: an answer before the envelope (request id, security headers, CORS) is added.
@@ -165,6 +165,8 @@ class HotPath:
         credential = bearer(environ.get("HTTP_AUTHORIZATION"))
         with self.app.app_context():
             if introspect:
+                # A failed client authentication is audited: with this request's origin, as Flask's hook sets it.
+                audit.set_origin(ip=address, user_agent=environ.get("HTTP_USER_AGENT"))
                 status, headers, body = introspect_answer(form, environ.get("HTTP_AUTHORIZATION"), address, request_id)
             elif path == self.check_path:
                 token = token or credential

@@ -452,3 +452,15 @@ def test_introspection_is_answered_before_flask(make_app, service, user):
     )
     assert client.post("/introspect?x=1", data={"token": "x"}, headers=service["headers"]).status_code == 200
     assert seen.count("/introspect") == 2
+
+
+def test_a_failed_introspection_is_audited_with_its_own_origin(client, service, app):
+    # A Flask request first, from another address: the fast path must not reuse its origin.
+    client.get("/health", environ_base={"REMOTE_ADDR": "10.1.1.1"}, headers={"User-Agent": "first"})
+    response = client.post("/introspect", data={"token": "x"}, headers={**basic(service["id"], "wrong"),
+                           "User-Agent": "prober"}, environ_base={"REMOTE_ADDR": "10.2.2.2"})  # fmt: skip
+    assert_oauth_error(response, 401, "invalid_client")
+    with app.app_context():
+        event = db.session.query(AuditEvent).filter_by(event="client_auth_failed").one()
+    assert (str(event.target_id), event.ip, event.user_agent) == (service["id"], "10.2.2.2", "prober")
+    assert event.details == {"endpoint": "introspect"}
