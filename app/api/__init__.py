@@ -15,7 +15,8 @@ API_DESCRIPTION = """Accounts and JWTs.
 * Access tokens travel as `Authorization: Bearer <token>`. Token responses are `Cache-Control: no-store`.
 * A token is valid when its signature verifies with the configured algorithm (HS256 by default;
   ES256/EdDSA/RS256 keys are published at /.well-known/jwks.json), it carries exp, iat, nbf, jti,
-  sub, type, iss and sid (a service client's token: client_id) (and aud when configured), it is within its lifetime (small leeway),
+  sub, type, iss and sid (a service client's token: client_id; and aud when configured), it is
+  within its lifetime (small leeway),
   has the right type, its jti and session are not revoked, and its user exists, is active and
   was not reset or deactivated after it was issued.
   `/checkToken` reasons: expired, revoked (also for a deleted user), invalid, wrong_type, user_inactive.
