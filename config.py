@@ -262,11 +262,13 @@ class BaseConfig:
         # absolute URLs of the RFC 8414 metadata, and the tokens' issuer unless JWT_ISSUER says otherwise.
         public_url = _text(env, "PUBLIC_URL")
         self.PUBLIC_URL = _public_url(public_url) if public_url is not None else None
-        self.JWT_ISSUER = _text(env, "JWT_ISSUER", self.PUBLIC_URL or "auth-service")
+        issuer = _text(env, "JWT_ISSUER")
+        self.JWT_ISSUER = issuer or self.PUBLIC_URL or "auth-service"
         # Second factor (app/services/mfa.py): the issuer an authenticator app shows beside the
         # account; TOTP secrets encrypted at rest with ENCRYPTION_KEY (comma-separated Fernet
         # keys: the first encrypts, every one decrypts, so a key can be rotated in).
-        self.MFA_ISSUER = _text(env, "MFA_ISSUER", self.JWT_ISSUER)
+        # An issuer taken from PUBLIC_URL is a URL, not a name to show beside an account: not used here.
+        self.MFA_ISSUER = _text(env, "MFA_ISSUER", issuer or "auth-service")
         self.ENCRYPTION_KEY = self._encryption_keys(env)
         self.JWT_ENCODE_ISSUER = self.JWT_ISSUER
         self.JWT_DECODE_ISSUER = self.JWT_ISSUER

@@ -464,3 +464,12 @@ def test_a_failed_introspection_is_audited_with_its_own_origin(client, service, 
         event = db.session.query(AuditEvent).filter_by(event="client_auth_failed").one()
     assert (str(event.target_id), event.ip, event.user_agent) == (service["id"], "10.2.2.2", "prober")
     assert event.details == {"endpoint": "introspect"}
+
+
+def test_public_url_is_no_name_for_authenticator_apps():
+    import config
+
+    settings = config.TestingConfig({"PUBLIC_URL": "https://api.example.com/auth"})
+    assert settings.JWT_ISSUER == "https://api.example.com/auth" and settings.MFA_ISSUER == "auth-service"
+    named = config.TestingConfig({"PUBLIC_URL": "https://api.example.com/auth", "JWT_ISSUER": "Example"})
+    assert named.JWT_ISSUER == "Example" and named.MFA_ISSUER == "Example"
