@@ -209,6 +209,17 @@ class AccountDisabled(Forbidden):
     detail = "This account has been disabled."
 
 
+class OriginNotAllowed(Forbidden):
+    """A request that relies on the refresh-token cookie, from an origin that is neither the service's nor listed.
+
+    The CSRF defence of cookie mode beside SameSite=Strict (docs/SECURITY.md, OWASP CSRF
+    Prevention Cheat Sheet: verifying the Origin header).
+    """
+
+    code = "origin_not_allowed"
+    detail = "This request carries the refresh-token cookie and must come from the service's own or a listed origin."
+
+
 class NotFound(AppError):
     """No such resource."""
 

@@ -48,12 +48,19 @@ def envelope_headers(present: Container[str], request_id: str, *, https: bool) -
 
 
 def cors_settings(origins: list[str]) -> dict[str, Any]:
-    """Flask-CORS's options: an explicit allow-list, no credentials mode, so never "*" with credentials."""
+    """Flask-CORS's options: an explicit allow-list, with credentials (the cookie mode of browser apps).
+
+    `Access-Control-Allow-Credentials: true` goes only with an echoed, listed origin: config.py
+    refuses "*" and patterns, and the Fetch standard forbids credentials with "*" anyway. Only
+    /refresh and /logout read the one cookie there is, after checking the Origin themselves
+    (app/api/cookies.py); credentials everywhere else let a frontend that sends them on every
+    call (`credentials: "include"`, axios' withCredentials) work without exceptions.
+    """
     return {
         "origins": origins,
         "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
         "expose_headers": ["X-Request-ID", "Retry-After"],
-        "supports_credentials": False,
+        "supports_credentials": True,
         "max_age": 600,
     }
 

@@ -274,3 +274,19 @@ class AddressLimit:
         wait = self.retry_after(address)
         if wait is not None:
             raise RateLimited(wait)
+
+    def refund(self, address: str | None) -> None:
+        """Give back a request that check() let through but the service could not serve (a 503).
+
+        Only after a check that passed, which hit every limit once. An outage must not spend a
+        caller's budget (the request did nothing), or every caller is refused once it ends.
+        """
+        if self.strategy is None or self.storage is None:
+            return
+        key = address or "unknown"
+        strategy = self._current(self.strategy, self.storage)
+        try:
+            for item in self.items:
+                strategy.storage.incr(item.key_for(self.name, key), item.get_expiry(), amount=-1)
+        except self.errors:
+            pass  # the storage failed meanwhile: the next check falls back and says so

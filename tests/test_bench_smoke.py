@@ -12,7 +12,17 @@ import pytest
 from tests.databases import POSTGRES_SERVER, selected_backends
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINTS = ("baseline", "/checkToken", "/introspect", "/validate", "/me", "/login", "/refresh", "baseline again")
+ENDPOINTS = (
+    "baseline",
+    "/checkToken",
+    "/introspect",
+    "/validate",
+    "/me",
+    "/login",
+    "/refresh",
+    "/password/forgot",
+    "baseline again",
+)
 TIMEOUT = 150  # the smoke takes ~30 s; a first run may also apt-get install wrk
 
 

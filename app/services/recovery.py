@@ -23,11 +23,14 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import AlreadyVerified, InvalidResetToken, InvalidVerificationToken, MailUnavailable
 from app.extensions import db, execute_dml
@@ -127,6 +130,34 @@ def _spend(row: AccountToken, now: datetime) -> bool:
     return spent == 1
 
 
+# The link template each purpose's mail uses (an email change is confirmed like a verification).
+LINK_TEMPLATES = {
+    PASSWORD_RESET: "PASSWORD_RESET_URL",
+    EMAIL_VERIFY: "EMAIL_VERIFY_URL",
+    EMAIL_CHANGE: "EMAIL_VERIFY_URL",
+}
+
+
+def mail_link(user: User, purpose: str, template: str, *, to: str, **context: str) -> None:
+    """Issue a `purpose` token for address `to` and queue mail `template` with its link; the caller commits.
+
+    The link is marked secret: the outbox keeps it only until the mail is sent.
+    """
+    token = issue(user, purpose, email=to)
+    outbox.enqueue_mail(
+        template,
+        to=to,
+        context={
+            "name": user.name,
+            **context,
+            "link": link(LINK_TEMPLATES[purpose], token),
+            "expires_in": duration_text(_lifetime(purpose)),
+        },
+        user_id=user.id,
+        secrets=("link",),
+    )
+
+
 def link(template_key: str, token: str) -> str:
     """A link into the frontend from PASSWORD_RESET_URL or EMAIL_VERIFY_URL."""
     return str(current_app.config[template_key]).replace("{token}", token)
@@ -138,9 +169,26 @@ def require_mail() -> None:
         raise MailUnavailable()
 
 
-def _limit_mails(key: str) -> None:
-    """The per-address (per-account) budget of mails asked for; raises RateLimited (429)."""
-    current_app.extensions["mail_address_limit"].check(hashlib.sha256(key.encode()).hexdigest())
+@contextmanager
+def _mail_budget(key: str) -> Iterator[None]:
+    """Spend one of the per-address (per-account) mails asked for, around the work that queues it.
+
+    Raises RateLimited (429). When the work fails on the database (answered 503), the mail is
+    given back: an outage does not use up anyone's budget.
+    """
+    hashed = _limit_mails(key)
+    try:
+        yield
+    except SQLAlchemyError:
+        current_app.extensions["mail_address_limit"].refund(hashed)
+        raise
+
+
+def _limit_mails(key: str) -> str:
+    """Spend one of the per-address (per-account) mails asked for; raises RateLimited (429). The key as counted."""
+    hashed = hashlib.sha256(key.encode()).hexdigest()
+    current_app.extensions["mail_address_limit"].check(hashed)
+    return hashed
 
 
 # --- password reset -------------------------------------------------------------------------
@@ -152,9 +200,9 @@ def request_password_reset(*, email: str, ip: str | None = None, user_agent: str
     Raises MailUnavailable, RateLimited (per address; per IP is app/ratelimit.py).
     """
     require_mail()
-    _limit_mails(f"address:{email}")
-    outbox.enqueue(outbox.TASK, "password_forgot", {"email": email, "ip": ip, "user_agent": user_agent})
-    db.session.commit()
+    with _mail_budget(f"address:{email}"):
+        outbox.enqueue(outbox.TASK, "password_forgot", {"email": email, "ip": ip, "user_agent": user_agent})
+        db.session.commit()
 
 
 def run_password_forgot(payload: dict[str, Any]) -> None:
@@ -163,18 +211,7 @@ def run_password_forgot(payload: dict[str, Any]) -> None:
     if user is None or not user.is_active:
         return
     audit.set_origin(ip=payload.get("ip"), user_agent=payload.get("user_agent"))
-    token = issue(user, PASSWORD_RESET, email=user.email)
-    outbox.enqueue_mail(
-        "password_reset",
-        to=user.email,
-        context={
-            "name": user.name,
-            "link": link("PASSWORD_RESET_URL", token),
-            "expires_in": duration_text(_lifetime(PASSWORD_RESET)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, PASSWORD_RESET, "password_reset", to=user.email)
     audit.record("password_reset_requested", target_id=user.id)
 
 
@@ -221,18 +258,7 @@ def notify_password_changed(user: User, *, how: str) -> None:
 
 def queue_verification(user: User) -> None:
     """Queue a verification mail to the user's address; the caller commits."""
-    token = issue(user, EMAIL_VERIFY, email=user.email)
-    outbox.enqueue_mail(
-        "email_verify",
-        to=user.email,
-        context={
-            "name": user.name,
-            "link": link("EMAIL_VERIFY_URL", token),
-            "expires_in": duration_text(_lifetime(EMAIL_VERIFY)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, EMAIL_VERIFY, "email_verify", to=user.email)
     audit.record("email_verification_sent", target_id=user.id)
 
 
@@ -247,9 +273,9 @@ def send_verification(user: User) -> None:
     if user.email_verified:
         raise AlreadyVerified()
     require_mail()
-    _limit_mails(f"user:{user.id}")
-    queue_verification(user)
-    db.session.commit()
+    with _mail_budget(f"user:{user.id}"):
+        queue_verification(user)
+        db.session.commit()
 
 
 def request_email_change(user: User, new_email: str, *, actor_id: uuid.UUID | None) -> bool:
@@ -269,19 +295,7 @@ def request_email_change(user: User, new_email: str, *, actor_id: uuid.UUID | No
     users.ensure_available(email=new_email, username=None, exclude=user.id)
     _limit_mails(f"user:{user.id}")
     user.pending_email = new_email
-    token = issue(user, EMAIL_CHANGE, email=new_email)
-    outbox.enqueue_mail(
-        "email_change_confirm",
-        to=new_email,
-        context={
-            "name": user.name,
-            "old_email": user.email,
-            "link": link("EMAIL_VERIFY_URL", token),
-            "expires_in": duration_text(_lifetime(EMAIL_CHANGE)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, EMAIL_CHANGE, "email_change_confirm", to=new_email, old_email=user.email)
     outbox.enqueue_mail(
         "email_change_requested", to=user.email, context={"name": user.name, "new_email": new_email}, user_id=user.id
     )
