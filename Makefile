@@ -88,7 +88,7 @@ secret:
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-## make test-deploy: only the deployment tests (entrypoint, nginx gateway, scale-out, image, compose, Kubernetes); installs nginx if missing
+## make test-deploy: only the deployment tests (entrypoint, nginx and Caddy gateways, scale-out, image, compose, Kubernetes); installs nginx and caddy if missing
 .PHONY: test-deploy image image-test
 test-deploy: venv
 	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)

@@ -138,6 +138,16 @@ def _absolute_url(name: str, url: str) -> str:
     return url.rstrip("/")
 
 
+def _public_url(url: str) -> str:
+    """PUBLIC_URL: an absolute http(s) URL without query or fragment (RFC 8414 2: so is an issuer)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ConfigError(f"PUBLIC_URL must not have a query or fragment, got {url!r}")
+    return _absolute_url("PUBLIC_URL", url)
+
+
 def _list(environ: Mapping[str, Any], name: str) -> list[str]:
     """Read a comma-separated list variable."""
     raw = _text(environ, name) or ""
@@ -248,11 +258,17 @@ class BaseConfig:
                 maximum=31536000,
             )
         )
-        self.JWT_ISSUER = _text(env, "JWT_ISSUER", "auth-service")
+        # The service's own external base URL, URL_PREFIX included (https://api.example.com/auth): the
+        # absolute URLs of the RFC 8414 metadata, and the tokens' issuer unless JWT_ISSUER says otherwise.
+        public_url = _text(env, "PUBLIC_URL")
+        self.PUBLIC_URL = _public_url(public_url) if public_url is not None else None
+        issuer = _text(env, "JWT_ISSUER")
+        self.JWT_ISSUER = issuer or self.PUBLIC_URL or "auth-service"
         # Second factor (app/services/mfa.py): the issuer an authenticator app shows beside the
         # account; TOTP secrets encrypted at rest with ENCRYPTION_KEY (comma-separated Fernet
         # keys: the first encrypts, every one decrypts, so a key can be rotated in).
-        self.MFA_ISSUER = _text(env, "MFA_ISSUER", self.JWT_ISSUER)
+        # An issuer taken from PUBLIC_URL is a URL, not a name to show beside an account: not used here.
+        self.MFA_ISSUER = _text(env, "MFA_ISSUER", issuer or "auth-service")
         self.ENCRYPTION_KEY = self._encryption_keys(env)
         self.JWT_ENCODE_ISSUER = self.JWT_ISSUER
         self.JWT_DECODE_ISSUER = self.JWT_ISSUER
@@ -282,6 +298,8 @@ class BaseConfig:
         self.RATELIMIT_REFRESH = _text(env, "RATELIMIT_REFRESH", "300/minute")
         self.RATELIMIT_REFRESH_FAILURES = _text(env, "RATELIMIT_REFRESH_FAILURES", "60/minute")
         self.RATELIMIT_CHECKTOKEN = _text(env, "RATELIMIT_CHECKTOKEN", "100000/minute")
+        # POST /oauth/token per IP; its failed client authentications spend RATELIMIT_LOGIN_FAILURES like /login's.
+        self.RATELIMIT_OAUTH_TOKEN = _text(env, "RATELIMIT_OAUTH_TOKEN", "300/minute")
         # Per-account login throttling; see app/services/throttle.py.
         self.LOGIN_THROTTLE_ENABLED = _bool(env, "LOGIN_THROTTLE_ENABLED", True)
         self.LOGIN_FREE_FAILURES = env_int(env, "LOGIN_FREE_FAILURES", 10, minimum=1, maximum=50)

@@ -396,6 +396,11 @@ def dev_cert(out_dir: str, force: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    commands = (create_admin, purge_tokens, purge_audit, keys_group, mfa_group, outbox_group, users_group, dev_cert)
+    from app.cli_clients import clients_group
+
+    commands = (
+        create_admin, purge_tokens, purge_audit, keys_group, mfa_group, outbox_group, users_group, dev_cert,
+        clients_group,
+    )  # fmt: skip
     for command in commands:
         app.cli.add_command(command)

@@ -26,11 +26,13 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 import orjson
 from flask import Flask, current_app, json
 from werkzeug.datastructures import EnvironHeaders
 
+from app import oauth
 from app.errors import PROBLEM_CONTENT_TYPE, AppError, MissingToken, RateLimited, as_app_error, error_body
 from app.http import (
     JSON_CONTENT_TYPE,
@@ -41,8 +43,9 @@ from app.http import (
     identity_headers,
     unstorable,
 )
+from app.oauth import FORM_CONTENT_TYPE, Form, OAuthError
 from app.observability import record
-from app.services import token_codec, verification
+from app.services import audit, introspection, token_codec, verification
 
 MAX_TOKEN_LENGTH = 8192  # the body field's bound (app/schemas/auth.py); a longer one is Flask's 400
 # status, headers, body: an answer before the envelope (request id, security headers, CORS) is added.
@@ -92,6 +95,31 @@ def check_token_answer(token: str, address: str | None, request_id: str) -> Answ
 VALIDATED = b'{"success":true}'
 
 
+def oauth_error_answer(error: OAuthError) -> Answer:
+    """An RFC 6749 5.2 error body: how /oauth/token and /introspect (only they) answer errors."""
+    return _json(error.status, orjson.dumps(error.body()), error.headers.items())
+
+
+def introspect_answer(form: Form | None, authorization: str | None, address: str | None, request_id: str) -> Answer:
+    """The /introspect answer (RFC 7662) for a parsed form (None: the body was no form) from `address`.
+
+    The token is judged by verification.verify_token, as /checkToken's is, and counts against the
+    same per-address limit.
+    """
+    wait = current_app.extensions["checktoken_limit"].retry_after(address)
+    if wait is not None:
+        return oauth_error_answer(oauth.rate_limited(wait))
+    try:
+        body = introspection.introspect(form, authorization)
+    except OAuthError as error:
+        return oauth_error_answer(error)
+    except Exception as error:
+        return oauth_error_answer(
+            oauth.from_app_error(error if isinstance(error, AppError) else as_app_error(error, request_id))
+        )
+    return _json(200, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+
+
 def validate_answer(token: str | None, request_id: str) -> Answer:
     """The /validate answer for the Bearer credential `token` (None when there is none)."""
     try:
@@ -113,6 +141,7 @@ class HotPath:
         prefix = app.config["URL_PREFIX"]
         self.check_path = f"{prefix}/checkToken"
         self.validate_path = f"{prefix}/validate"
+        self.introspect_path = f"{prefix}/introspect"
         self.max_body = app.config["MAX_CONTENT_LENGTH"]
         self.cors = app.extensions["cors_options"]
 
@@ -122,17 +151,24 @@ class HotPath:
         method = environ.get("REQUEST_METHOD")
         if environ.get("QUERY_STRING") or not (
             (path == self.check_path and method == "POST") or (path == self.validate_path and method == "GET")
-        ):
+            or (path == self.introspect_path and method == "POST")
+        ):  # fmt: skip
             return self.inner(environ, start_response)
+        introspect = path == self.introspect_path
         started = time.perf_counter()
+        form = self._body_form(environ) if introspect else None
         token = self._body_token(environ) if path == self.check_path else None
-        if token is False:
-            return self.inner(environ, start_response)  # not a plain {"token": "…"}: Flask's rules answer
+        if token is False or (introspect and form is None):
+            return self.inner(environ, start_response)  # not a plain {"token": "…"} or form: Flask's rules answer
         request_id = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))
         address = environ.get("REMOTE_ADDR")
         credential = bearer(environ.get("HTTP_AUTHORIZATION"))
         with self.app.app_context():
-            if path == self.check_path:
+            if introspect:
+                # A failed client authentication is audited: with this request's origin, as Flask's hook sets it.
+                audit.set_origin(ip=address, user_agent=environ.get("HTTP_USER_AGENT"))
+                status, headers, body = introspect_answer(form, environ.get("HTTP_AUTHORIZATION"), address, request_id)
+            elif path == self.check_path:
                 token = token or credential
                 if token is None:
                     return self.inner(environ, start_response)  # missing_token: the view's argument rule
@@ -147,6 +183,24 @@ class HotPath:
         record(path, method, status, time.perf_counter() - started, path=path, remote_addr=address,
                request_id=request_id)  # fmt: skip
         return [body]
+
+    def _body_form(self, environ: dict) -> dict[str, list[str]] | None:
+        """An /introspect body's parameters, or None when it is not a plain UTF-8 form (the view answers it)."""
+        content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        if environ.get("HTTP_TRANSFER_ENCODING") or content_type != FORM_CONTENT_TYPE:
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None
+        if not 0 < length <= self.max_body:
+            return None
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)  # put back, for Flask if it gets the request
+        try:
+            return parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            return None
 
     def _body_token(self, environ: dict) -> str | None | Literal[False]:
         """The body's token: None for no body, False for a body that is not a plain {"token": "…"}."""

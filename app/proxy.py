@@ -1,4 +1,4 @@
-"""Trust X-Forwarded-For/-Proto only from the proxies named in TRUSTED_PROXIES.
+"""Trust X-Forwarded-For/-Proto/-Host only from the proxies named in TRUSTED_PROXIES.
 
 Werkzeug's ProxyFix trusts a fixed number of hops from whoever connects; here the peer must be
 one of the configured addresses or networks, so a client cannot spoof its address or the
@@ -46,7 +46,7 @@ def client_address(peer: str | None, forwarded_for: str | None, networks: list[I
 
 
 class TrustedProxyMiddleware:
-    """WSGI middleware rewriting REMOTE_ADDR and the URL scheme for requests from trusted proxies."""
+    """WSGI middleware rewriting REMOTE_ADDR, the URL scheme and the host for requests from trusted proxies."""
 
     def __init__(self, wsgi_app, networks: list[IPNetwork]) -> None:
         """Wrap `wsgi_app`."""
@@ -61,4 +61,9 @@ class TrustedProxyMiddleware:
             proto = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[-1].strip().lower()
             if proto in ("http", "https"):
                 environ["wsgi.url_scheme"] = proto
+            # The host the client asked for, for the absolute URLs of the OAuth metadata (app/api/oauth.py)
+            # when PUBLIC_URL is unset; from a trusted proxy only, like the address and the scheme.
+            host = environ.get("HTTP_X_FORWARDED_HOST", "").split(",")[-1].strip()
+            if host and host.isprintable() and " " not in host:
+                environ["HTTP_HOST"] = host
         return self.wsgi_app(environ, start_response)

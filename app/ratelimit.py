@@ -46,6 +46,7 @@ LIMITED_ENDPOINTS = {
     "auth.login_mfa": ("RATELIMIT_LOGIN", None),
     "auth.signup": ("RATELIMIT_SIGNUP", "RATELIMIT_SIGNUP_FAILURES"),
     "auth.refresh": ("RATELIMIT_REFRESH", "RATELIMIT_REFRESH_FAILURES"),
+    "oauth.token": ("RATELIMIT_OAUTH_TOKEN", None),
     # Mail endpoints: a ceiling per IP; the per-address budget of mails is mail_address_limit below.
     "recovery.forgot_password": ("RATELIMIT_PASSWORD_FORGOT", None),
     "recovery.reset_password": ("RATELIMIT_PASSWORD_RESET", None),
@@ -65,6 +66,8 @@ PASSWORD_CHECKS = (
     "mfa.confirm",
     "mfa.disable",
     "mfa.regenerate_codes",
+    # A client secret is a credential too: its wrong guesses spend the same budget (app/api/oauth.py).
+    "oauth.token",
 )
 
 

@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--endpoints",
         help="measure only these endpoints, comma-separated (default: all of "
-        "/checkToken,/validate,/me,/login,/refresh); for focused runs, not for RESULTS.md",
+        "/checkToken,/introspect,/validate,/me,/login,/refresh); for focused runs, not for RESULTS.md",
     )
     parser.add_argument(
         "--postgres-url",

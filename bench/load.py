@@ -25,10 +25,11 @@ class Scenario:
     name: str
     method: str
     path: str
-    mode: str = "none"  # none | body (POST each line as JSON) | bearer (each line is an access token)
+    mode: str = "none"  # none | body (POST each line as JSON) | bearer (each line is an access token) | form
     data_file: Path | None = None
     partition: bool = False  # single-use lines (refresh tokens): never send one twice
     check_valid: bool = False  # a 200 must also say "valid": true
+    check_active: bool = False  # a 200 must also say "active": true (/introspect)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def run_wrk(
         data,
         str(threads),
         "1" if scenario.partition else "0",
-        "valid" if scenario.check_valid else "none",
+        "valid" if scenario.check_valid else "active" if scenario.check_active else "none",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     line = next((row for row in done.stdout.splitlines() if row.startswith("BENCH_JSON ")), None)
@@ -145,6 +146,10 @@ def _python_items(scenario: Scenario) -> list[tuple[dict[str, str], bytes | None
     lines = [line for line in scenario.data_file.read_text().splitlines() if line]
     if scenario.mode == "body":
         return [({"Content-Type": "application/json"}, line.encode()) for line in lines]
+    if scenario.mode == "form":  # AUTHORIZATION<TAB>FORM BODY
+        pairs = [line.split("\t", 1) for line in lines]
+        form = "application/x-www-form-urlencoded"
+        return [({"Authorization": auth, "Content-Type": form}, body.encode()) for auth, body in pairs]
     return [({"Authorization": f"Bearer {line}"}, None) for line in lines]
 
 
@@ -183,6 +188,8 @@ def run_python(base_url: str, scenario: Scenario, *, seconds: float, connections
                     tally["non2xx"] += 1
                     statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
                 elif scenario.check_valid and not re.search(rb'"valid"\s*:\s*true', payload):
+                    tally["invalid"] += 1
+                elif scenario.check_active and not re.search(rb'"active"\s*:\s*true', payload):
                     tally["invalid"] += 1
         conn.close()
         with lock:

@@ -11,6 +11,7 @@ from typing import Any
 
 # Goal thresholds of issue 5 (each a ratio measured side by side in one run).
 GOAL_THROUGHPUT_RATIO = 0.70  # /checkToken and /validate vs the bare Flask baseline
+GOAL_INTROSPECT_RATIO = 0.9  # /introspect vs /checkToken: the same judge on the same fast path
 GOAL_P99_SCALE_RATIO = 1.2  # /checkToken p99 at the largest scale vs the smallest
 GOAL_LOGIN_RATIO = 0.85  # /login vs workers / one hash verification
 GOAL_RSS_MB = 100.0  # resident memory per worker
@@ -129,6 +130,23 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     goals.append(
         {
             "goal": f"5. RSS per worker ≤ {GOAL_RSS_MB:.0f} MB and flat (±{GOAL_RSS_DRIFT:.0%})",
+            "figures": "; ".join(parts),
+            "ok": ok if parts else None,
+        }
+    )
+
+    # Issue 15: /introspect is /checkToken asked the RFC 7662 way, on the same fast path.
+    parts, ok = [], True
+    for scale in results["scales"]:
+        introspect, check = by.get(("/introspect", scale)), by.get(("/checkToken", scale))
+        if introspect is None or check is None or not check["rps"]:
+            continue
+        ratio = introspect["rps"] / check["rps"]
+        parts.append(f"@ {scale:,}: {introspect['rps']:,.0f}/s ÷ {check['rps']:,.0f}/s = {ratio:.2f}×")
+        ok = ok and ratio >= GOAL_INTROSPECT_RATIO
+    goals.append(
+        {
+            "goal": f"6. /introspect ≥ {GOAL_INTROSPECT_RATIO}× /checkToken (issue 15)",
             "figures": "; ".join(parts),
             "ok": ok if parts else None,
         }

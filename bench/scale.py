@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.services import clients
 from bench.load import LoadResult, Scenario
 from bench.seed import EMAIL, PASSWORD, Seeded, sign_access_tokens
 from bench.server import Gunicorn
@@ -15,7 +18,7 @@ from bench.server import Gunicorn
 if TYPE_CHECKING:
     from bench.harness import Harness
 
-ENDPOINTS = ("/checkToken", "/validate", "/me", "/login", "/refresh", "/password/forgot")
+ENDPOINTS = ("/checkToken", "/introspect", "/validate", "/me", "/login", "/refresh", "/password/forgot")
 
 
 def call(base: str, method: str, path: str, body: dict | None = None, token: str | None = None):
@@ -33,6 +36,20 @@ def call(base: str, method: str, path: str, body: dict | None = None, token: str
         return error.code, json.loads(error.read() or b"null")
 
 
+def introspect(base: str, authorization: str, token: str) -> dict:
+    """One POST /introspect as a service client: the parsed answer."""
+    request = urllib.request.Request(
+        base + "/introspect", data=urllib.parse.urlencode({"token": token}).encode(), method="POST"
+    )
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return {"status": error.code, "body": error.read().decode(errors="replace")}
+
+
 class ScaleRun:
     """One scale step: the service on a freshly seeded database, every endpoint measured."""
 
@@ -46,6 +63,7 @@ class ScaleRun:
         self.served = 0  # requests the service answered since it started
         self.timeline: list[dict[str, Any]] = []
         self.refresh_used = 0
+        self._client_basic: str | None = None
 
     def write_lines(self, name: str, lines: list[str]) -> Path:
         """A data file for the load generator, one request's token or body per line."""
@@ -60,10 +78,24 @@ class ScaleRun:
         self.write_lines("checktoken.jsonl", [json.dumps({"token": token}) for token in tokens])
         return tokens
 
+    def client_basic(self) -> str:
+        """The Authorization header of a service client registered for /introspect (made once per step)."""
+        if self._client_basic is None:
+            with self.h.app.app_context():
+                client, secret = clients.create(name=f"bench-{self.seeded.scale}")
+                pair = f"{client.id}:{secret}"
+            self._client_basic = "Basic " + base64.b64encode(pair.encode()).decode()
+        return self._client_basic
+
     def scenario(self, endpoint: str) -> Scenario:
         """The load of one endpoint, with freshly signed tokens where it needs them."""
-        if endpoint in ("/checkToken", "/validate", "/me"):
-            self.fresh_access()
+        if endpoint in ("/checkToken", "/introspect", "/validate", "/me"):
+            tokens = self.fresh_access()
+        if endpoint == "/introspect":
+            # The same tokens as /checkToken's, asked the RFC 7662 way by a service client.
+            lines = [f"{self.client_basic()}\ttoken={token}" for token in tokens]
+            path = self.write_lines("introspect.form", lines)
+            return Scenario("/introspect", "POST", "/introspect", "form", path, check_active=True)
         if endpoint == "/checkToken":
             return Scenario(
                 "/checkToken", "POST", "/checkToken", "body", self.dir / "checktoken.jsonl", check_valid=True
@@ -124,8 +156,14 @@ class ScaleRun:
             status, answer = call(base, method, path, body, token)
             if status != expected:
                 raise RuntimeError(f"pre-flight {method} {path}: expected {expected}, got {status} {answer}")
-        self.served += 5 + len(checks)
-        print(f"  pre-flight: tokens valid, login and refresh work ({self.seeded.scale:,} users)", flush=True)
+        introspected = introspect(base, self.client_basic(), tokens[0])
+        if introspected.get("active") is not True:
+            raise RuntimeError(f"pre-flight POST /introspect: a seeded token is not active: {introspected}")
+        self.served += 6 + len(checks)
+        print(
+            f"  pre-flight: tokens valid and active, login and refresh work ({self.seeded.scale:,} users)",
+            flush=True,
+        )
 
     def run_until(self, target: int, label: str) -> dict[str, Any]:
         """/checkToken load until the service has answered `target` requests, then an RSS sample."""

@@ -18,6 +18,7 @@ from app.extensions import db
 from app.models import (
     AccountToken,
     AuditEvent,
+    Client,
     LoginThrottle,
     MfaChallenge,
     OutboxMessage,
@@ -99,6 +100,7 @@ def app(base_app):
         db.session.remove()
         for model in (
             AuditEvent,
+            Client,
             LoginThrottle,
             OutboxMessage,
             AccountToken,

@@ -12,7 +12,17 @@ import pytest
 from tests.databases import POSTGRES_SERVER, selected_backends
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINTS = ("baseline", "/checkToken", "/validate", "/me", "/login", "/refresh", "baseline again")
+ENDPOINTS = (
+    "baseline",
+    "/checkToken",
+    "/introspect",
+    "/validate",
+    "/me",
+    "/login",
+    "/refresh",
+    "/password/forgot",
+    "baseline again",
+)
 TIMEOUT = 150  # the smoke takes ~30 s; a first run may also apt-get install wrk
 
 
@@ -52,7 +62,7 @@ def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, 
         assert row["requests"] > 0 and row["rps"] > 0, endpoint
         assert f"\n{endpoint} " in done.stdout, f"no table row for {endpoint}"
     # Every token the load used was valid: no 401, and no 200 saying "valid": false.
-    for endpoint in ("/checkToken", "/validate", "/me"):
+    for endpoint in ("/checkToken", "/introspect", "/validate", "/me"):
         row = rows[endpoint]
         assert (row["non2xx"], row["invalid"], row["errors"]) == (0, 0, 0), row
     assert results["login"]["ceiling_rps"] > 0

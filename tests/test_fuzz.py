@@ -85,6 +85,7 @@ BODY_ALTERNATIVES = {
 }
 # PostgreSQL refuses NUL in text; a lone surrogate is a legal JSON escape ("\ud800") that no UTF-8 encoder accepts.
 UNSTORABLE = st.sampled_from(["\x00", "\ud800"])
+FORM_PATHS = ("/oauth/token", "/introspect")
 PATH_ALTERNATIVES = {
     "user_id": st.sampled_from([OWN_ID, OTHER_ID]),
     "session_id": st.just(OWN_SESSION),
@@ -117,12 +118,12 @@ def _alternatives(value, choices: dict) -> st.SearchStrategy:
     return st.fixed_dictionaries(swappable).map(lambda swapped: {**value, **swapped})
 
 
-def _sometimes_unstorable(body) -> st.SearchStrategy:
+def _sometimes_unstorable(body, unstorable: st.SearchStrategy = UNSTORABLE) -> st.SearchStrategy:
     """One time in four, one string field of the body with a NUL or a lone surrogate appended."""
     fields = sorted(key for key, value in body.items() if isinstance(value, str)) if isinstance(body, dict) else []
     if not fields:
         return st.just(body)
-    spoiled = st.tuples(st.sampled_from(fields), UNSTORABLE).map(
+    spoiled = st.tuples(st.sampled_from(fields), unstorable).map(
         lambda choice: {**body, choice[0]: body[choice[0]] + choice[1]}
     )
     return st.integers(0, 3).flatmap(lambda roll: spoiled if roll == 0 else st.just(body))
@@ -142,6 +143,10 @@ def load_schema(app, *, steer_paths: bool):
     @schema.hook
     def flatmap_body(context, body):
         """Sometimes a plausible email, username or password, the right password, a real token, bad text."""
+        # A form body (the OAuth endpoints) is bytes on the wire: it can carry a NUL, never a lone surrogate.
+        operation = getattr(context, "operation", None)
+        if getattr(operation, "path", "").endswith(FORM_PATHS):
+            return _alternatives(body, BODY_ALTERNATIVES).flatmap(lambda b: _sometimes_unstorable(b, st.just("\x00")))
         return _alternatives(body, BODY_ALTERNATIVES).flatmap(_sometimes_unstorable)
 
     if steer_paths:

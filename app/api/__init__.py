@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import audit, auth, docs, me, meta, mfa, recovery, users
+from app.api import audit, auth, docs, me, meta, mfa, oauth, recovery, users
 from app.api.openapi import Api, ProblemResponses, ServerRelativePaths
 
-BLUEPRINTS = (auth.blp, me.blp, mfa.blp, recovery.blp, users.blp, audit.blp, meta.blp)
+BLUEPRINTS = (auth.blp, me.blp, mfa.blp, recovery.blp, users.blp, audit.blp, meta.blp, oauth.blp)
 API_DESCRIPTION = """Accounts and JWTs.
 
 * Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`;
@@ -15,7 +15,8 @@ API_DESCRIPTION = """Accounts and JWTs.
 * Access tokens travel as `Authorization: Bearer <token>`. Token responses are `Cache-Control: no-store`.
 * A token is valid when its signature verifies with the configured algorithm (HS256 by default;
   ES256/EdDSA/RS256 keys are published at /.well-known/jwks.json), it carries exp, iat, nbf, jti,
-  sub, type, iss and sid (and aud when configured), it is within its lifetime (small leeway),
+  sub, type, iss and sid (a service client's token: client_id; and aud when configured), it is
+  within its lifetime (small leeway),
   has the right type, its jti and session are not revoked, and its user exists, is active and
   was not reset or deactivated after it was issued.
   `/checkToken` reasons: expired, revoked (also for a deleted user), invalid, wrong_type, user_inactive.
@@ -46,6 +47,15 @@ API_DESCRIPTION = """Accounts and JWTs.
   `["pwd", "otp"]` after a second factor (a recovery code counts as "otp" too); refreshing keeps
   it; `/checkToken` answers it and `/validate` sends it as `X-User-Amr`. Wrong codes count
   against the same per-account throttle as wrong passwords.
+* Service clients (`flask clients create`): `POST /oauth/token` (RFC 6749 4.4, form-encoded
+  `grant_type=client_credentials`, the client by HTTP Basic) issues a token with
+  `sub: "client:<client_id>"`, `client_id`, `roles: ["service"]` and no `sid`, valid at `/checkToken`
+  and `/introspect` until it expires or the client is rotated or deleted; every user endpoint and
+  `/validate` refuse it. `POST /introspect` (RFC 7662, client by HTTP Basic) judges a token as
+  `/checkToken` does: `active: true` with its members, or exactly `{"active": false}`. These two
+  answer errors as RFC 6749 5.2 bodies (`{"error", "error_description"}`), not problem documents.
+  `/.well-known/oauth-authorization-server` (RFC 8414) and `/.well-known/openid-configuration`
+  name the issuer and the endpoints' absolute URLs (PUBLIC_URL when set).
 """
 
 
@@ -58,3 +68,5 @@ def register_blueprints(app: Flask) -> None:
         api.register_blueprint(blueprint, url_prefix=prefix or None)
     app.register_blueprint(docs.blp, url_prefix=prefix or None)  # not an API operation: undocumented
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    # Service clients (app/api/oauth.py): client_id and client_secret by HTTP Basic, RFC 6749 2.3.1.
+    api.spec.components.security_scheme("clientBasic", {"type": "http", "scheme": "basic"})

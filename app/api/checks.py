@@ -15,6 +15,7 @@ from app.http import unstorable
 from app.services import audit
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+FORM_ENDPOINTS = frozenset({"oauth.token", "oauth.introspect"})
 # No request of the API nests deeper than 2; 32 leaves room and keeps every recursive step
 # after parsing (the walk below, marshmallow) far from Python's recursion limit (ASVS 5.1.4).
 MAX_JSON_DEPTH = 32
@@ -31,8 +32,12 @@ def has_body() -> bool:
 
 
 def check_body() -> None:
-    """Before every request: a body must be JSON (415) and a JSON object (400)."""
-    if request.method not in BODY_METHODS or not has_body():
+    """Before every request: a body must be JSON (415) and a JSON object (400).
+
+    Not for the OAuth endpoints: RFC 6749 4.4.2 and RFC 7662 2.1 send forms, which those views
+    check themselves (app/oauth.py) and answer in OAuth's words.
+    """
+    if request.method not in BODY_METHODS or not has_body() or request.endpoint in FORM_ENDPOINTS:
         return
     if request.mimetype != "application/json":
         raise UnsupportedMediaType()

@@ -93,8 +93,13 @@ class ProblemResponses(BasePlugin):
         }
     )
 
+    # RFC 6749 5.2 error bodies, documented by their views (app/schemas/oauth.py), never problem+json.
+    OAUTH = frozenset({"/oauth/token", "/introspect"})
+
     def operation_helper(self, path=None, operations=None, **kwargs):
         """Add the shared error responses to each operation of `path`."""
+        if any(path and path.endswith(oauth) for oauth in self.OAUTH):
+            return
         for method, operation in (operations or {}).items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue

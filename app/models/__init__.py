@@ -3,6 +3,7 @@
 from app.models.account_token import AccountToken
 from app.models.audit import AuditEvent
 from app.models.base import Base, UTCDateTime, utcnow
+from app.models.client import Client
 from app.models.mfa import MfaChallenge, RecoveryCode, TotpCredential
 from app.models.outbox import OutboxMessage
 from app.models.revocation import RevokedToken
@@ -17,6 +18,7 @@ __all__ = [
     "AccountToken",
     "AuditEvent",
     "Base",
+    "Client",
     "LoginThrottle",
     "MfaChallenge",
     "OutboxMessage",

@@ -49,6 +49,12 @@ EVENTS = (
     "user_imported",
     "users_imported",
     "users_exported",
+    # Service clients (app/services/clients.py): the CLI's changes, each token issued, each failed authentication.
+    "client_created",
+    "client_rotated",
+    "client_deleted",
+    "client_token_issued",
+    "client_auth_failed",
 )
 
 

@@ -129,7 +129,10 @@ class TokenResponseSchema(Schema):
 
     success = fields.Boolean(dump_default=True)
     valid = fields.Boolean()
-    user_id = fields.String()
+    user_id = fields.String(metadata={"description": "A user's token"})
+    client_id = fields.String(
+        metadata={"description": "A service client's token (POST /oauth/token): no user_id, email, sid"}
+    )
     email = fields.String()
     roles = fields.List(fields.String())
     expires_at = fields.DateTime()

@@ -16,7 +16,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 
 from app.errors import InvalidToken
 from app.models import utcnow
-from app.services.token_codec import AMR_PASSWORD
+from app.services.token_codec import AMR_PASSWORD, CLIENT_SUBJECT_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +77,18 @@ def issue_pair(
         refresh_jti=refresh_jti,
         refresh_expires_at=refresh_expires_at,
     )
+
+
+def sign_client_token(*, client_id: uuid.UUID, roles: list[str], secret_version: int) -> tuple[str, int]:
+    """Sign a service client's access token (app/services/clients.py); the token and its lifetime in seconds.
+
+    `sub` names the client (`client:<client_id>`), there is no `sid`, and `cv` is the secret
+    version it was issued under: a rotation voids it.
+    """
+    lifetime = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    token = create_access_token(
+        identity=f"{CLIENT_SUBJECT_PREFIX}{client_id}",
+        additional_claims={"client_id": str(client_id), "roles": roles, "cv": secret_version},
+        expires_delta=lifetime,
+    )
+    return token, int(lifetime.total_seconds())

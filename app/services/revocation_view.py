@@ -49,6 +49,7 @@ class TokenState:
 
     user_exists: bool
     email: str | None = None
+    username: str | None = None
     role: str | None = None
     is_active: bool = False
     tokens_valid_after: datetime | None = None
@@ -57,11 +58,15 @@ class TokenState:
 
 
 class RevocationCache:
-    """A bounded LRU of TokenState by (jti, user, session), with per-user invalidation and a listener health flag."""
+    """A bounded LRU of TokenState by (jti, user, session), with per-user invalidation and a listener health flag.
+
+    It holds a service client's row too (app/services/clients.py, ClientState under
+    ("client", id, id)): values are typed `object`, and each reader checks the kind it reads.
+    """
 
     def __init__(self, max_entries: int = MAX_ENTRIES, ttl: float = ENTRY_TTL_SECONDS) -> None:
         """An empty cache, unusable until a listener says it is connected."""
-        self._entries: OrderedDict[TokenKey, tuple[TokenState, float]] = OrderedDict()
+        self._entries: OrderedDict[TokenKey, tuple[object, float]] = OrderedDict()
         self._by_user: dict[uuid.UUID, set[TokenKey]] = {}
         self._lock = threading.Lock()
         self._max = max_entries
@@ -69,7 +74,7 @@ class RevocationCache:
         self.epoch = 0
         self.listening = False
 
-    def get(self, key: TokenKey) -> TokenState | None:
+    def get(self, key: TokenKey) -> object | None:
         """The remembered state, if the cache may be trusted and has it."""
         if not self.listening:
             return None
@@ -84,7 +89,7 @@ class RevocationCache:
             self._entries.move_to_end(key)
             return state
 
-    def put(self, key: TokenKey, state: TokenState, epoch: int) -> None:
+    def put(self, key: TokenKey, state: object, epoch: int) -> None:
         """Remember a state read from the database, unless anything was invalidated since `epoch`."""
         with self._lock:
             if not self.listening or epoch != self.epoch:

@@ -27,8 +27,11 @@ REFRESH = "refresh"
 # (TOTP or a recovery code: both are one-time secrets, "otp"; app/services/mfa.py says why).
 AMR_PASSWORD = ("pwd",)
 AMR_SECOND_FACTOR = ("pwd", "otp")
+# A service client's token (app/services/clients.py) has `sub: "client:<client_id>"`.
+CLIENT_SUBJECT_PREFIX = "client:"
 # RFC 8725 3.9 / 3.11: every claim we rely on must be present; a token lacking one is invalid.
-REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss", "sid"]
+# A user's token must name its session (`sid`), a service client's its client (`client_id`): _check.
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,9 @@ def _decode_from_scratch(token: str) -> CheckedToken:
         raise InvalidToken("expired") from None
     except jwt.InvalidTokenError:
         raise InvalidToken("invalid") from None
-    if not all(isinstance(claims[name], str) for name in ("sub", "jti", "sid", "type")):
+    if not all(isinstance(claims[name], str) for name in ("sub", "jti", "type")):
+        raise InvalidToken("invalid")
+    if not isinstance(claims.get("client_id" if is_client_subject(claims["sub"]) else "sid"), str):
         raise InvalidToken("invalid")
     # Tokens signed before `amr` existed proved a password only; a malformed amr is no token of ours.
     amr = claims.get("amr", AMR_PASSWORD)
@@ -123,10 +128,15 @@ def _decode_from_scratch(token: str) -> CheckedToken:
         nbf=int(claims["nbf"]),
         exp=exp,
         user_id=_uuid_or_none(claims["sub"]),
-        sid=_uuid_or_none(claims["sid"]),
+        sid=_uuid_or_none(claims.get("sid", "")),  # a client token has none: verify_token judges it apart
         expires_at=datetime.fromtimestamp(exp, UTC),
         amr=tuple(amr),
     )
+
+
+def is_client_subject(subject: str) -> bool:
+    """Whether a token's `sub` names a service client rather than a user."""
+    return subject.startswith(CLIENT_SUBJECT_PREFIX)
 
 
 def _uuid_or_none(text: str) -> uuid.UUID | None:

@@ -20,6 +20,7 @@ _USERS, _SESSIONS, _REVOKED = User.__table__, Session.__table__, RevokedToken.__
 STATE_QUERY = (
     select(
         _USERS.c.email,
+        _USERS.c.username,
         _USERS.c.role,
         _USERS.c.is_active,
         _USERS.c.tokens_valid_after,
@@ -41,7 +42,7 @@ def lookup(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool) -> 
     if use_cache:
         view.ensure_listening()
         cached = view.cache.get(key)
-        if cached is not None:
+        if isinstance(cached, TokenState):
             return cached
     epoch = view.cache.epoch
     row = db.session.execute(STATE_QUERY, {"user_id": user_id, "sid": sid, "jti": jti}).first()
@@ -51,6 +52,7 @@ def lookup(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool) -> 
         state = TokenState(
             user_exists=True,
             email=row.email,
+            username=row.username,
             role=row.role,
             is_active=row.is_active,
             tokens_valid_after=row.tokens_valid_after,

@@ -10,11 +10,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from app.errors import InvalidToken
-from app.services import token_state
-from app.services.token_codec import ACCESS, AMR_PASSWORD, REFRESH, decode_verified
+from app.services import clients, token_state
+from app.services.token_codec import ACCESS, AMR_PASSWORD, REFRESH, decode_verified, is_client_subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +31,35 @@ class VerifiedToken:
     expires_at: datetime
     claims: Mapping[str, Any]
     amr: tuple[str, ...] = AMR_PASSWORD
+    username: str | None = None
 
 
-def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
+@overload
+def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken: ...
+
+
+@overload
+def verify_token(
+    token: str, *, expected_type: str = ACCESS, clients_too: Literal[True]
+) -> VerifiedToken | clients.VerifiedClientToken: ...
+
+
+def verify_token(
+    token: str, *, expected_type: str = ACCESS, clients_too: bool = False
+) -> VerifiedToken | clients.VerifiedClientToken:
     """Decide whether `token` is valid for `expected_type` by every rule of docs/CONTRACT.md.
 
+    A service client's token (app/services/clients.py) is judged only where `clients_too` is
+    given (/checkToken, /introspect); every user endpoint finds it invalid.
     Raises InvalidToken with reason expired, invalid, wrong_type, revoked or user_inactive,
     and lets a database failure propagate (it becomes a 503: never "valid" when unsure).
     """
     found = decode_verified(token)
     claims = found.claims
+    if is_client_subject(claims["sub"]):
+        if not clients_too:
+            raise InvalidToken("invalid")
+        return clients.verify(claims, found.expires_at)
     if claims["type"] != expected_type:
         raise InvalidToken("wrong_type" if claims["type"] in (ACCESS, REFRESH) else "invalid")
     user_id, sid = found.user_id, found.sid
@@ -68,6 +87,7 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
         expires_at=found.expires_at,
         claims=claims,
         amr=found.amr,
+        username=state.username,
     )
 
 
@@ -79,9 +99,18 @@ def _as_utc(value: datetime) -> datetime:
 def check_token_result(token: str) -> dict[str, Any]:
     """The /checkToken answer: validity plus who, or the reason it is not valid."""
     try:
-        verified = verify_token(token, expected_type=ACCESS)
+        verified = verify_token(token, expected_type=ACCESS, clients_too=True)
     except InvalidToken as error:
         return {"success": True, "valid": False, "reason": error.reason}
+    if isinstance(verified, clients.VerifiedClientToken):
+        return {
+            "success": True,
+            "valid": True,
+            "client_id": str(verified.client_id),
+            "roles": verified.roles,
+            "expires_at": verified.expires_at,
+            "jti": verified.jti,
+        }
     return {
         "success": True,
         "valid": True,

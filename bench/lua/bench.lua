@@ -3,10 +3,12 @@
 --   wrk ... -s bench/lua/bench.lua URL -- METHOD PATH MODE DATA_FILE THREADS PARTITION CHECK
 --
 -- MODE      none: no body, no token; body: each DATA_FILE line is a JSON body to POST;
---           bearer: each DATA_FILE line is an access token sent as `Authorization: Bearer`.
+--           bearer: each DATA_FILE line is an access token sent as `Authorization: Bearer`;
+--           form: each DATA_FILE line is `AUTHORIZATION<TAB>FORM BODY` (/introspect: a client's Basic).
 -- PARTITION 1: thread k takes lines k, k+T, k+2T… so no line is sent twice by two threads
 --           (refresh tokens are single-use); 0: every thread rotates over every line.
--- CHECK     valid: a 200 must also say "valid": true (/checkToken answers 200 for invalid tokens).
+-- CHECK     valid: a 200 must also say "valid": true (/checkToken answers 200 for invalid tokens);
+--           active: a 200 must also say "active":true (/introspect likewise).
 -- done() prints one line `BENCH_JSON {...}` that bench/load.py parses.
 
 local threads = {}
@@ -20,6 +22,7 @@ function init(args)
   local method, path, mode, data_file = args[1], args[2], args[3], args[4]
   local nthreads, partition = tonumber(args[5]), args[6] == "1"
   check_valid = args[7] == "valid"
+  check_active = args[7] == "active"
   requests_ = {}
   if mode == "none" then
     requests_[1] = wrk.format(method, path)
@@ -32,6 +35,11 @@ function init(args)
         if mode == "body" then
           headers["Content-Type"] = "application/json"
           body = line
+        elseif mode == "form" then
+          local tab = string.find(line, "\t", 1, true)
+          headers["Authorization"] = string.sub(line, 1, tab - 1)
+          headers["Content-Type"] = "application/x-www-form-urlencoded"
+          body = string.sub(line, tab + 1)
         else
           headers["Authorization"] = "Bearer " .. line
         end
@@ -67,6 +75,8 @@ function response(status, headers, body)
     end
     statuses = table.concat(parts, ", ")
   elseif check_valid and not string.find(body, '"valid"%s*:%s*true') then
+    invalid = invalid + 1
+  elseif check_active and not string.find(body, '"active"%s*:%s*true') then
     invalid = invalid + 1
   end
 end

@@ -59,11 +59,17 @@ def running_server(
     tls: bool = True,
     workers: int = 2,
     extra_args: tuple[str, ...] = (),
+    database_url: str | None = None,
+    port: int | None = None,
     **env_overrides,
 ):
-    """Migrate a fresh database with `flask db upgrade` and serve it with gunicorn; yield a Server."""
+    """Migrate a fresh database with `flask db upgrade` and serve it with gunicorn; yield a Server.
+
+    With `database_url`, serve that database instead (a second instance of another server's),
+    and leave it for its owner to drop.
+    """
     backend = BACKENDS[backend_name]
-    url = backend.create(str(tmp_path))
+    url = database_url or backend.create(str(tmp_path))
     env = {
         **os.environ,
         "APP_ENV": "production",
@@ -80,7 +86,7 @@ def running_server(
     }
     flask = str(BIN / "flask")
     subprocess.run([flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-    port = free_port()
+    port = port or free_port()
     command = [
         str(BIN / "gunicorn"), "--config", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", *extra_args
     ]  # fmt: skip
@@ -96,6 +102,8 @@ def running_server(
         server = Server(f"{'https' if tls else 'http'}://localhost:{port}", cafile)
         server.log_path = log_path
         server.database_url = url
+        server.cafile = cafile
+        server.jwt_secret = env["JWT_SECRET_KEY"]
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -111,4 +119,5 @@ def running_server(
         finally:
             process.terminate()
             process.wait(timeout=30)
-            backend.drop(url)
+            if database_url is None:
+                backend.drop(url)
