@@ -51,7 +51,12 @@ LIMITED_ENDPOINTS = {
     "recovery.reset_password": ("RATELIMIT_PASSWORD_RESET", None),
     "recovery.verify_email": ("RATELIMIT_EMAIL_VERIFY", None),
     "recovery.send_verification": ("RATELIMIT_PASSWORD_FORGOT", None),
+    # The admin console's sign-in (app/console/): the login's budgets, the same per-account throttle.
+    "console.sign_in": ("RATELIMIT_LOGIN", None),
+    "console.sign_in_code": ("RATELIMIT_LOGIN", None),
 }
+# Endpoints that exist only when their part is on (ADMIN_CONSOLE).
+OPTIONAL_ENDPOINTS = frozenset({"console.sign_in", "console.sign_in_code"})
 # Every endpoint that checks a password spends one per-IP failure budget (RATELIMIT_LOGIN_FAILURES):
 # a stolen access token must not turn /me/password or DELETE /me into a faster password oracle
 # than /login (ASVS 2.2.1). The endpoints that check a second factor spend it too.
@@ -65,6 +70,8 @@ PASSWORD_CHECKS = (
     "mfa.confirm",
     "mfa.disable",
     "mfa.regenerate_codes",
+    "console.sign_in",
+    "console.sign_in_code",
 )
 
 
@@ -164,9 +171,16 @@ def init_rate_limits(app: Flask) -> Limiter:
     credential_failures = limiter.shared_limit(
         config["RATELIMIT_LOGIN_FAILURES"], scope="password-failures", deduct_when=_failed
     )
-    for endpoint in PASSWORD_CHECKS:
+
+    def mounted(endpoint: str) -> bool:
+        """Whether the endpoint is there (an unknown name that is not optional still fails loudly below)."""
+        return endpoint not in OPTIONAL_ENDPOINTS or endpoint in app.view_functions
+
+    for endpoint in filter(mounted, PASSWORD_CHECKS):
         app.view_functions[endpoint] = credential_failures(app.view_functions[endpoint])
     for endpoint, (limit_key, failures_key) in LIMITED_ENDPOINTS.items():
+        if not mounted(endpoint):
+            continue
         view = app.view_functions[endpoint]
         if failures_key:
             view = limiter.limit(config[failures_key], deduct_when=_failed, scope=f"{endpoint}:failures")(view)
