@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, PasswordField, SelectField, StringField
+from wtforms import HiddenField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import InputRequired, Length, Optional
 
 from app.models import ROLES
@@ -36,7 +36,7 @@ class SessionForm(FlaskForm):
 class RoleForm(FlaskForm):
     """Change the role."""
 
-    role = SelectField("Role", choices=[(role, role) for role in ROLES], validators=[InputRequired()])
+    role = SelectField("Role", choices=[SelectChoice(role) for role in ROLES], validators=[InputRequired()])
 
 
 class FilterForm(FlaskForm):
@@ -46,7 +46,11 @@ class FilterForm(FlaskForm):
         csrf = False
 
     q = StringField("Search", validators=[Optional(), Length(max=100)])
-    role = SelectField("Role", choices=[("", "Any role"), *[(role, role) for role in ROLES]], validators=[Optional()])
+    role = SelectField(
+        "Role", choices=[SelectChoice("", "Any role"), *[SelectChoice(role) for role in ROLES]], validators=[Optional()]
+    )
     is_active = SelectField(
-        "Status", choices=[("", "Any status"), ("true", "Active"), ("false", "Deactivated")], validators=[Optional()]
+        "Status",
+        choices=[SelectChoice("", "Any status"), SelectChoice("true", "Active"), SelectChoice("false", "Deactivated")],
+        validators=[Optional()],
     )

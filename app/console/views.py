@@ -207,7 +207,7 @@ def change_role(user_id: str):
     """Change the role: PATCH /users/{id} with role (the last admin stays one)."""
     form = RoleForm()
     if not form.validate():
-        flash("Choose a role: " + ", ".join(choice for choice, _ in form.role.choices) + ".", "error")
+        flash("Choose a role: " + ", ".join(choice.value for choice in form.role.choices) + ".", "error")
         return redirect(url_for(".user_page", user_id=user_id), 303)
     change = {"role": form.role.data}
     return _act(user_id, lambda: users.update_user(actor=caller(), target_id=user_id, changes=change),

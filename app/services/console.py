@@ -44,7 +44,12 @@ def sign_in(
 
 
 def complete_sign_in(
-    *, mfa_token: str, code: str | None, recovery_code: str | None, user_agent: str | None, ip: str | None
+    *,
+    mfa_token: str,
+    code: str | None = None,
+    recovery_code: str | None = None,
+    user_agent: str | None,
+    ip: str | None,
 ) -> SignIn:
     """The second step, as POST /login/mfa. Raises what mfa.complete_login raises, and Forbidden (not an admin)."""
     user, pair = mfa.complete_login(
