@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.errors import AppError, as_app_error, request_id
 from app.extensions import csrf, login_manager
-from app.http import CONSOLE_HEADERS
+from app.http import CONSOLE_BLUEPRINT, CONSOLE_HEADERS
 from app.services import console
 
 
@@ -31,7 +31,7 @@ def init_console(app: Flask) -> None:
 
 def load_admin(user_id: str):
     """Flask-Login's loader for the console cookie: the admin while the sign-in holds (app/services/console.py)."""
-    if request.blueprint != "console":  # the API is never signed in by a cookie
+    if request.blueprint != CONSOLE_BLUEPRINT:  # the API is never signed in by a cookie
         return None
     return console.signed_in_admin(user_id=user_id, sid=session.get("sid"), signed_in_at=session.get("at"))
 
