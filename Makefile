@@ -6,7 +6,7 @@ PORT ?= 8443
 CERT_DIR ?= instance/certs
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-smoke bench-import clean venv migrate cert secret lock
+.PHONY: run test lint bench bench-smoke bench-import clean venv migrate cert secret lock browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,15 +38,32 @@ run: migrate cert
 	$(BIN)/gunicorn --config deploy/gunicorn.conf.py \
 		--bind 0.0.0.0:$(PORT) --certfile $(CERT_DIR)/cert.pem --keyfile $(CERT_DIR)/key.pem wsgi:app
 
+## make browser: Debian's chromium for the real-browser tests (tests/browser.py), installed with apt-get when missing (root)
+# Playwright (requirements-dev.txt) drives it; Playwright's own browser download is never used.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium (apt-get)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+				{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; \
+		else \
+			echo "chromium is not installed (as root: apt-get install chromium); the browser tests skip, and fail under CI=true"; \
+		fi; \
+	fi
+
 ## make test: virtualenv, install, run the whole suite (SQLite always; PostgreSQL and MariaDB when reachable, required when CI=true)
-test: venv
+test: venv browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## make bench: the full benchmark (1,000 and 1,000,000 users, 10–20 min, needs PostgreSQL; installs wrk if missing); writes bench/RESULTS.md
 bench: venv

@@ -303,10 +303,10 @@ class BaseConfig:
         self.PASSWORD_HASH_CONCURRENCY = env_int(env, "PASSWORD_HASH_CONCURRENCY", 1, minimum=1, maximum=64)
 
         # In-process revocation view kept current by LISTEN/NOTIFY (PostgreSQL only; see
-        # app/services/revocations.py). Off, every check reads the database.
+        # app/services/revocation_view.py). Off, every check reads the database.
         self.REVOCATION_CACHE = _bool(env, "REVOCATION_CACHE", True)
         # Verified tokens each worker remembers, so a token presented again skips the signature
-        # and parse (app/services/tokens.py, decode); 0 turns it off.
+        # and parse (app/services/token_codec.py, decode_verified); 0 turns it off.
         self.TOKEN_CACHE_SIZE = env_int(env, "TOKEN_CACHE_SIZE", 2048, minimum=0, maximum=1_000_000)
         # /checkToken and /validate answered before Flask's machinery (app/hotpath.py).
         self.HOT_PATH = _bool(env, "HOT_PATH", True)

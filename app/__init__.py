@@ -24,7 +24,7 @@ def create_app(config: BaseConfig | Mapping[str, Any] | None = None, *, migratio
     app.config.from_mapping(settings.as_dict())
     app.config["MIGRATIONS_DIR"] = str(_migrations_dir())
     # RFC 8259 JSON is UTF-8; say so for clients that guess otherwise.
-    app.json.mimetype = "application/json; charset=utf-8"
+    app.json.mimetype = "application/json; charset=utf-8"  # type: ignore[attr-defined]  # DefaultJSONProvider has it
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -66,9 +66,11 @@ def register_middleware(app: Flask) -> None:
     if app.config["HOT_PATH"]:
         from app.hotpath import HotPath
 
-        app.wsgi_app = HotPath(app, app.wsgi_app)
+        app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add middleware
     if app.config["TRUSTED_PROXIES"]:
-        app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"]))
+        app.wsgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
+            app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"])
+        )
 
 
 def _resolve_config(config: BaseConfig | Mapping[str, Any] | None) -> BaseConfig:
@@ -93,21 +95,21 @@ def register_extensions(app: Flask) -> None:
     from app.extensions import cors, db, jwt, login_manager
     from app.http import ConsoleOnlySession, NoCookieSession, cors_settings
     from app.outage import init_outage
-    from app.services import keys, revocations, secretbox, tokens
+    from app.services import keys, revocation_view, secretbox, token_codec
 
     db.init_app(app)
     jwt.init_app(app)
     secretbox.init_app(app)
     app.extensions["jwt_keys"] = keys.load(app.config["JWT_ALGORITHM"], app.config["JWT_KEYS_DIR"])
-    app.extensions["verified_tokens"] = tokens.token_memory(app)
+    app.extensions["verified_tokens"] = token_codec.verified_token_cache(app)
     if app.extensions["jwt_keys"].problem:
         app.logger.error("signing keys unavailable: %s", app.extensions["jwt_keys"].problem)
     login_manager.init_app(app)
     login_manager.request_loader(access.load_user_from_request)
     login_manager.unauthorized_handler(access.unauthorized)
     # Flask-JWT-Extended signs with the current key and names it by its kid (app/services/keys.py).
-    jwt.encode_key_loader(lambda _identity: tokens.signing_key())
-    jwt.additional_headers_loader(lambda _identity: tokens.signing_headers())
+    jwt.encode_key_loader(lambda _identity: keys.signing_key())
+    jwt.additional_headers_loader(lambda _identity: keys.signing_headers())
     # Tokens travel as Bearer headers; Flask's cookie session is never read or written, but
     # for the admin console's pages (app/console/), which have their own.
     login_manager.session_protection = None
@@ -121,10 +123,10 @@ def register_extensions(app: Flask) -> None:
             event.listen(db.engine, "connect", _sqlite_pragmas)
         elif db.engine.dialect.name in ("mysql", "mariadb"):
             event.listen(db.engine, "connect", _mysql_timeouts(app.config["DATABASE_STATEMENT_TIMEOUT"]))
-        dsn = revocations.libpq_dsn(db.engine.url) if app.config["REVOCATION_CACHE"] else None
+        dsn = revocation_view.libpq_dsn(db.engine.url) if app.config["REVOCATION_CACHE"] else None
         init_outage(app, db.engine)
-    app.extensions["revocations"] = revocations.RevocationView(dsn=dsn)
-    revocations.install_hooks()
+    app.extensions["revocations"] = revocation_view.RevocationView(dsn=dsn)
+    revocation_view.install_hooks()
 
 
 def _migrations_dir():

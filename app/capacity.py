@@ -1,7 +1,7 @@
 """The connection budget: can the database take every connection this instance may open?
 
 Each gunicorn worker may hold DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW connections, plus one
-LISTEN connection for the revocation view on PostgreSQL (app/services/revocations.py). When the
+LISTEN connection for the revocation view on PostgreSQL (app/services/revocation_view.py). When the
 sum passes the server's max_connections, requests fail with 503 under load (2 x 16 threads on a
 small server answered a quarter of them so), so this is said once at start, by gunicorn's
 master (deploy/gunicorn.conf.py, when_ready). Other instances share the server too: the rule in
@@ -29,8 +29,10 @@ def server_max_connections(url: str, connect_timeout: int) -> int | None:
     try:
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
-                return int(connection.exec_driver_sql("SHOW max_connections").scalar())
-            return int(connection.exec_driver_sql("SELECT @@max_connections").scalar())
+                value = connection.exec_driver_sql("SHOW max_connections").scalar()
+            else:
+                value = connection.exec_driver_sql("SELECT @@max_connections").scalar()
+            return None if value is None else int(value)
     finally:
         engine.dispose()
 
@@ -52,7 +54,7 @@ def check_connection_budget(settings: Any, workers: int, logger: logging.Logger 
     except sa.exc.SQLAlchemyError as error:
         logger.warning("connection budget not checked: the database did not answer (%s)", type(error).__name__)
         return None
-    if need > limit:
+    if limit is not None and need > limit:
         logger.warning(
             "connection budget: this instance may open %d database connections "
             "(%d workers x (pool %d + overflow %d%s)) "

@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
-from app.services import audit, imports, keys, mfa, outbox, recovery, throttle, tokens, users
+from app.services import audit, imports, keys, mfa, outbox, recovery, sessions, throttle, users
 
 
 class AdminInput(Schema):
@@ -44,7 +44,8 @@ def create_admin(email: str, password: str | None, name: str | None) -> None:
     try:
         data = AdminInput().load({"email": email, "password": password, "name": name})
     except ValidationError as error:
-        _fail("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.messages.items()))
+        messages = error.normalized_messages()
+        _fail("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in messages.items()))
     if data.get("password") is None and users.find_admin_candidate(data["email"]) is None:
         data["password"] = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
@@ -61,14 +62,14 @@ def create_admin(email: str, password: str | None, name: str | None) -> None:
 @with_appcontext
 def purge_tokens() -> None:
     """Delete revocation records and sessions whose tokens have expired anyway, and stale throttle counts."""
-    revoked, sessions = tokens.purge_expired()
+    revoked, expired_sessions = sessions.purge_expired()
     counts = throttle.purge_expired()
     mailed = recovery.purge_expired()
     sent = outbox.purge_sent()
     challenges = mfa.purge_expired()
     click.echo(
-        f"Purged {revoked} revocation record(s), {sessions} expired session(s), {counts} stale throttle count(s),"
-        f" {mailed} expired mailed token(s), {sent} delivered outbox message(s)"
+        f"Purged {revoked} revocation record(s), {expired_sessions} expired session(s),"
+        f" {counts} stale throttle count(s), {mailed} expired mailed token(s), {sent} delivered outbox message(s)"
         f" and {challenges} expired MFA login challenge(s)."
     )
 
@@ -163,7 +164,7 @@ def outbox_run(once: bool, metrics_port: int) -> None:
     import signal
     import threading
 
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     if once:
         with app.app_context():
             while outbox.run_once():

@@ -209,6 +209,17 @@ class AccountDisabled(Forbidden):
     detail = "This account has been disabled."
 
 
+class OriginNotAllowed(Forbidden):
+    """A request that relies on the refresh-token cookie, from an origin that is neither the service's nor listed.
+
+    The CSRF defence of cookie mode beside SameSite=Strict (docs/SECURITY.md, OWASP CSRF
+    Prevention Cheat Sheet: verifying the Origin header).
+    """
+
+    code = "origin_not_allowed"
+    detail = "This request carries the refresh-token cookie and must come from the service's own or a listed origin."
+
+
 class NotFound(AppError):
     """No such resource."""
 
@@ -485,7 +496,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     """Render Werkzeug's errors (404, 405, 413, …) as problem+json, keeping their headers."""
     status = error.code or 500
     headers = {}
-    detail = error.description if status < 500 else "The server could not complete the request."
+    detail = (error.description or "") if status < 500 else "The server could not complete the request."
     valid_methods = getattr(error, "valid_methods", None)
     if status == 405 and valid_methods:
         headers["Allow"] = ", ".join(valid_methods)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from flask import Flask, current_app, json
@@ -42,7 +42,7 @@ from app.http import (
     unstorable,
 )
 from app.observability import record
-from app.services import tokens
+from app.services import token_codec, verification
 
 MAX_TOKEN_LENGTH = 8192  # the body field's bound (app/schemas/auth.py); a longer one is Flask's 400
 # status, headers, body: an answer before the envelope (request id, security headers, CORS) is added.
@@ -83,7 +83,7 @@ def check_token_answer(token: str, address: str | None, request_id: str) -> Answ
     if wait is not None:
         return _problem(RateLimited(wait), request_id)
     try:
-        result = tokens.check_token(token)
+        result = verification.check_token_result(token)
     except Exception as error:
         return _failure(error, request_id)
     return _json(200, orjson.dumps(result, default=_default, option=orjson.OPT_SORT_KEYS))
@@ -97,7 +97,7 @@ def validate_answer(token: str | None, request_id: str) -> Answer:
     try:
         if token is None:
             raise MissingToken()
-        verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
+        verified = verification.verify_token(token, expected_type=token_codec.ACCESS)
     except Exception as error:
         return _failure(error, request_id)
     return _json(200, VALIDATED, identity_headers(verified))
@@ -148,7 +148,7 @@ class HotPath:
                request_id=request_id)  # fmt: skip
         return [body]
 
-    def _body_token(self, environ: dict) -> str | None | bool:
+    def _body_token(self, environ: dict) -> str | None | Literal[False]:
         """The body's token: None for no body, False for a body that is not a plain {"token": "…"}."""
         if environ.get("HTTP_TRANSFER_ENCODING"):
             return False

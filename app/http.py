@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Container, Mapping
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from flask.sessions import NullSession, SecureCookieSessionInterface, SessionInterface
 
 if TYPE_CHECKING:
-    from app.services.tokens import VerifiedToken
+    from app.services.verification import VerifiedToken
 
 # ASVS 14.4: every response says how browsers must treat it.
 SECURITY_HEADERS = {
@@ -62,17 +62,24 @@ def envelope_headers(present: Container[str], request_id: str, *, https: bool) -
 
 
 def cors_settings(origins: list[str]) -> dict[str, Any]:
-    """Flask-CORS's options: an explicit allow-list, no credentials mode, so never "*" with credentials."""
+    """Flask-CORS's options: an explicit allow-list, with credentials (the cookie mode of browser apps).
+
+    `Access-Control-Allow-Credentials: true` goes only with an echoed, listed origin: config.py
+    refuses "*" and patterns, and the Fetch standard forbids credentials with "*" anyway. Only
+    /refresh and /logout read the one cookie there is, after checking the Origin themselves
+    (app/api/cookies.py); credentials everywhere else let a frontend that sends them on every
+    call (`credentials: "include"`, axios' withCredentials) work without exceptions.
+    """
     return {
         "origins": origins,
         "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
         "expose_headers": ["X-Request-ID", "Retry-After"],
-        "supports_credentials": False,
+        "supports_credentials": True,
         "max_age": 600,
     }
 
 
-def cors_headers(options: Any, request_headers: Mapping[str, str], method: str) -> list[tuple[str, str]]:
+def cors_headers(options: Any, request_headers: Any, method: str) -> list[tuple[str, str]]:
     """The CORS headers Flask-CORS gives a request, computed by Flask-CORS itself (for the fast path)."""
     from flask_cors.core import get_cors_headers
 

@@ -37,6 +37,8 @@ def client_address(peer: str | None, forwarded_for: str | None, networks: list[I
         address = hops.pop()
         if not _trusted(address, networks):
             break
+    if address is None:
+        return None
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:

@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, g
 from flask_limiter import Limiter
@@ -171,21 +171,23 @@ def init_rate_limits(app: Flask) -> Limiter:
     credential_failures = limiter.shared_limit(
         config["RATELIMIT_LOGIN_FAILURES"], scope="password-failures", deduct_when=_failed
     )
+    # Flask-Limiter's decorators are typed for async views too; these views are synchronous.
+    views: dict[str, Any] = app.view_functions
 
     def mounted(endpoint: str) -> bool:
         """Whether the endpoint is there (an unknown name that is not optional still fails loudly below)."""
-        return endpoint not in OPTIONAL_ENDPOINTS or endpoint in app.view_functions
+        return endpoint not in OPTIONAL_ENDPOINTS or endpoint in views
 
     for endpoint in filter(mounted, PASSWORD_CHECKS):
-        app.view_functions[endpoint] = credential_failures(app.view_functions[endpoint])
+        views[endpoint] = credential_failures(views[endpoint])
     for endpoint, (limit_key, failures_key) in LIMITED_ENDPOINTS.items():
         if not mounted(endpoint):
             continue
-        view = app.view_functions[endpoint]
+        view = views[endpoint]
         if failures_key:
             view = limiter.limit(config[failures_key], deduct_when=_failed, scope=f"{endpoint}:failures")(view)
         view = limiter.limit(config[limit_key], deduct_when=_answered, scope=endpoint)(view)
-        app.view_functions[endpoint] = view
+        views[endpoint] = view
     app.extensions["auth_limiter"] = limiter
     _watch_flask_limiter(app, limiter)
     app.extensions["checktoken_limit"] = AddressLimit(
@@ -233,33 +235,34 @@ class AddressLimit:
         self.items: list[RateLimitItem] = parse_many(limits)
         self.enabled = enabled
         self.storage: Storage | None = None
-        self.strategy = self.memory = None
+        self.strategy: FixedWindowRateLimiter | None = None
+        self.memory = FixedWindowRateLimiter(MemoryStorage())
         if enabled:
-            self.storage = storage_from_string(storage_uri, **(storage_options or {}))
+            # A synchronous URI (redis://, memory://) gives a synchronous storage.
+            self.storage = cast(Storage, storage_from_string(storage_uri, **(storage_options or {})))
             self.strategy = FixedWindowRateLimiter(self.storage)
-            self.memory = FixedWindowRateLimiter(MemoryStorage())
         self.errors = self.storage.base_exceptions if self.storage is not None else ()
         self.fallback = StorageFallback(name)
         self.next_check = 0.0
 
-    def _current(self) -> FixedWindowRateLimiter:
+    def _current(self, strategy: FixedWindowRateLimiter, storage: Storage) -> FixedWindowRateLimiter:
         """The shared storage, or the in-process one while it is down (re-asked now and then)."""
         if not self.fallback.active:
-            return self.strategy
+            return strategy
         now = time.monotonic()
         if now >= self.next_check:
             self.next_check = now + RECHECK_SECONDS
-            if self.storage.check():  # never raises: False when unreachable
+            if storage.check():  # never raises: False when unreachable
                 self.fallback.recovered()
-                return self.strategy
+                return strategy
         return self.memory
 
     def retry_after(self, address: str | None) -> int | None:
         """Count a request from `address`; None if allowed, else seconds until it would be."""
-        if self.strategy is None:
+        if self.strategy is None or self.storage is None:
             return None
         key = address or "unknown"
-        strategy = self._current()
+        strategy = self._current(self.strategy, self.storage)
         try:
             return self._count(strategy, key)
         except self.errors as error:

@@ -152,15 +152,25 @@ class Harness:
             "wrapped": result.wrapped,
             "statuses": result.statuses or {},
             "ratio": result.rps / baseline if baseline else 1.0,
+            "cpu_ms": result.cpu_ms,
         }
         self.rows.append(row)
         print(
             f"  {endpoint:<12} {scale:>9,}  {result.rps:9.1f} req/s  p50 {result.p50_ms:7.1f} ms  "
             f"p99 {result.p99_ms:7.1f} ms  non-2xx {result.non2xx}  invalid {result.invalid}  "
-            f"errors {result.errors}  × baseline {row['ratio']:.2f}",
+            f"errors {result.errors}  × baseline {row['ratio']:.2f}  CPU/req "
+            f"{'-' if result.cpu_ms is None else f'{result.cpu_ms:.3f} ms'}",
             flush=True,
         )
         return row
+
+    def measured(self, server: Gunicorn, scenario: Scenario, seconds: float) -> LoadResult:
+        """One timed run against `server`, with the CPU its workers spent per completed request."""
+        before = server.cpu_seconds()
+        result = self.loadgen.run(server.base_url, scenario, seconds)
+        spent = server.cpu_seconds() - before
+        result.cpu_ms = spent * 1000 / result.requests if result.requests else None
+        return result
 
     def service_env(self) -> dict[str, str]:
         """Production settings against the bench database; plain HTTP (no TLS files)."""
@@ -280,7 +290,7 @@ class Harness:
             print(f"  seeded {seeded.counts} in {seeded.seconds:.1f} s ({phases})", flush=True)
 
             self.loadgen.run(baseline.base_url, ping, args.warmup)
-            first = self.row(BASELINE, scale, self.loadgen.run(baseline.base_url, ping, args.duration))
+            first = self.row(BASELINE, scale, self.measured(baseline, ping, args.duration))
             self.baseline_rps[scale] = first["rps"]
 
             service = Gunicorn(
@@ -292,7 +302,7 @@ class Harness:
             step.run()
             # The baseline again, after the service's runs: the ratios use the mean of both, and
             # their spread shows how much the machine's speed moved during the step.
-            second = self.row(BASELINE_AGAIN, scale, self.loadgen.run(baseline.base_url, ping, args.duration))
+            second = self.row(BASELINE_AGAIN, scale, self.measured(baseline, ping, args.duration))
             self.baseline_rps[scale] = (first["rps"] + second["rps"]) / 2
             second["spread"] = abs(first["rps"] - second["rps"]) / self.baseline_rps[scale]
             for row in self.rows:

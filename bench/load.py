@@ -44,6 +44,7 @@ class LoadResult:
     errors: int
     wrapped: int = 0
     statuses: dict[str, int] | None = None
+    cpu_ms: float | None = None  # the server's worker CPU per completed request (bench/server.py cpu_seconds)
 
     @property
     def rps(self) -> float:

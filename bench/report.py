@@ -185,6 +185,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 f"{row['p99_ms']:.1f}",
                 f"{bad:,}",
                 f"{row['ratio']:.2f}",
+                "-" if row.get("cpu_ms") is None else f"{row['cpu_ms']:.3f}",
+                _cpu_ratio(results, row),
                 f"{row['requests']:,}",
                 "; ".join(notes),
             ]
@@ -192,7 +194,31 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-HEADERS = ["endpoint", "scale", "req/s", "p50 ms", "p99 ms", "non-2xx", "× baseline", "requests", "notes"]
+HEADERS = [
+    "endpoint",
+    "scale",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "non-2xx",
+    "× baseline",
+    "CPU ms/req",
+    "CPU × baseline",
+    "requests",
+    "notes",
+]
+
+
+def _cpu_ratio(results: dict[str, Any], row: dict[str, Any]) -> str:
+    """The row's CPU per request over the bare-Flask endpoint's at the same scale (mean of its two runs)."""
+    base = [
+        r["cpu_ms"]
+        for r in results["rows"]
+        if r["scale"] == row["scale"] and r["endpoint"] in ("baseline", "baseline again") and r.get("cpu_ms")
+    ]
+    if not base or row.get("cpu_ms") is None:
+        return "-"
+    return f"{row['cpu_ms'] / (sum(base) / len(base)):.2f}"
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -272,7 +298,10 @@ def write_markdown(path: Path, results: dict[str, Any], goals: list[dict[str, An
         "“× baseline” is req/s over the bare-Flask endpoint (`bench/baseline.py`, same gunicorn configuration), "
         "measured before and again after the service's runs at the same scale step of the same run; the mean of "
         "the two is the yardstick and their spread shows how steady the machine was. non-2xx counts non-2xx "
-        f"answers, `valid: false` answers of /checkToken and socket errors. Seeding with COPY ({seeding}).",
+        f"answers, `valid: false` answers of /checkToken and socket errors. Seeding with COPY ({seeding}). "
+        "“CPU ms/req” is the user plus system CPU time of the server's workers during the timed run "
+        "(`/proc/<pid>/stat`) divided by the requests it completed: steadier than req/s on a shared machine, "
+        "and the figure to compare across commits; “CPU × baseline” divides it by the bare-Flask endpoint's.",
         "",
         md_table(HEADERS, table_rows(results)),
         "",

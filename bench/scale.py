@@ -84,7 +84,7 @@ class ScaleRun:
 
     def load(self, scenario: Scenario, seconds: float) -> LoadResult:
         """Run load against the service, counting what it served."""
-        result = self.h.loadgen.run(self.service.base_url, scenario, seconds)
+        result = self.h.measured(self.service, scenario, seconds)
         self.served += result.requests + result.errors
         return result
 

@@ -147,7 +147,7 @@ def drop_keys(cur, tables: tuple[str, ...]) -> list[str]:
 
 def issue(**claims):
     """The app's own issue_pair, given only the arguments its signature takes (it has grown over time)."""
-    from app.services.tokens import issue_pair
+    from app.services.issuing import issue_pair
 
     accepted = inspect.signature(issue_pair).parameters
     return issue_pair(**{name: value for name, value in claims.items() if name in accepted})

@@ -98,6 +98,22 @@ class Gunicorn:
             children = [entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit() and _ppid(entry) == pid]
         return sorted(int(child) for child in children)
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of every worker so far (all its threads), from /proc/<pid>/stat.
+
+        CPU per request is far steadier than requests per second on a shared machine: another
+        process stealing cores lowers the rate but not the work each request costs.
+        """
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return total / ticks
+
     def worker_rss_mb(self) -> dict[int, float]:
         """VmRSS of each worker, in MiB, from /proc/<pid>/status."""
         rss = {}

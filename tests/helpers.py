@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import uuid
+
+import jwt
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, bearer
 
 USER_FIELDS = {
     "id",
@@ -61,3 +67,91 @@ def login_response(client, email: str, password: str = PASSWORD, user_agent: str
     """POST /login, returning the raw response."""
     headers = {"User-Agent": user_agent} if user_agent else {}
     return client.post("/login", json={"email": email, "password": password}, headers=headers)
+
+
+# The error code a protected endpoint answers with for each /checkToken reason (docs/CONTRACT.md):
+# written out here, not read from app/errors.py, so a wrong mapping there fails the tests.
+REASON_CODES = {
+    "expired": "token_expired",
+    "revoked": "token_revoked",
+    "invalid": "invalid_token",
+    "wrong_type": "wrong_token_type",
+    "user_inactive": "user_inactive",
+}
+
+
+def claims_of(token: str) -> dict:
+    """The claims of a token, without checking anything."""
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def assert_unauthorized(response, code: str | None = None) -> dict:
+    """A 401 problem+json with a Bearer challenge (and this code, when given)."""
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    body = response.get_json()
+    assert body["success"] is False
+    assert body["status"] == 401
+    if code is not None:
+        assert body["code"] == code
+    return body
+
+
+def assert_rejected(client, token: str, reason: str | tuple[str, ...]) -> None:
+    """Invalid for /checkToken with `reason` (one of, if a tuple), and 401 at /me and /validate."""
+    reasons = reason if isinstance(reason, tuple) else (reason,)
+    body = check_token(client, token)
+    assert body["valid"] is False
+    assert body["reason"] in reasons
+    assert "user_id" not in body and "email" not in body
+    code = REASON_CODES[body["reason"]]
+    me = client.get("/me", headers=bearer(token))
+    assert_unauthorized(me, code)
+    assert 'error="invalid_token"' in me.headers["WWW-Authenticate"]
+    assert_unauthorized(client.get("/validate", headers=bearer(token)), code)
+
+
+def assert_accepted(client, token: str, user_id: str) -> None:
+    """Valid for /checkToken, /me and /validate, as this user."""
+    body = check_token(client, token)
+    assert body["valid"] is True, body
+    assert body["user_id"] == user_id
+    me = client.get("/me", headers=bearer(token))
+    assert me.status_code == 200, me.get_json()
+    assert me.get_json()["user"]["id"] == user_id
+    validate = client.get("/validate", headers=bearer(token))
+    assert validate.status_code == 200
+    assert validate.headers["X-User-Id"] == user_id
+
+
+def sign(app, claims: dict, *, algorithm: str = "HS256", key: str | None = None, headers: dict | None = None) -> str:
+    """Sign `claims` with HMAC (by default the app's own secret and algorithm).
+
+    Done by hand rather than with jwt.encode, which refuses some of the malformed claims
+    (a non-string `iss`, …) these tests need to send.
+    """
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[algorithm]
+    signing_input = f"{b64({'alg': algorithm, 'typ': 'JWT', **(headers or {})})}.{b64(claims)}"
+    secret = (key or app.config["JWT_SECRET_KEY"]).encode()
+    return f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), digest).digest())}"
+
+
+def forge(app, token: str, *, drop: tuple[str, ...] = (), **changes) -> str:
+    """A copy of a real token with some claims changed or removed, validly signed by the app."""
+    claims = claims_of(token)
+    claims.update(changes)
+    for name in drop:
+        claims.pop(name)
+    return sign(app, claims)
+
+
+def b64(data: dict | bytes) -> str:
+    """base64url without padding, of bytes or of a JSON object."""
+    raw = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def unb64(segment: str) -> dict:
+    """The JSON object in a base64url segment."""
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.api.checks import MAX_JSON_DEPTH
-from app.services import tokens
+from app.services import verification
 from tests.conftest import PASSWORD, bearer
 from tests.helpers import assert_problem
 
@@ -42,13 +42,13 @@ class Pair:
             return inner(environ, start_response)
 
         hot.inner = flask
-        verify = tokens.verify_token
+        verify = verification.verify_token
 
         def counting(*args, **kwargs):
             self.calls["verified"] += 1
             return verify(*args, **kwargs)
 
-        monkeypatch.setattr(tokens, "verify_token", counting)
+        monkeypatch.setattr(verification, "verify_token", counting)
 
     def both(self, method: str, path: str, **kwargs):
         """The fast and the slow app's answers to the same request (one request id for both)."""

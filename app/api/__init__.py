@@ -22,6 +22,11 @@ API_DESCRIPTION = """Accounts and JWTs.
   If the database cannot be reached the answer is 503, never valid.
 * Refresh tokens rotate on every use; a spent one presented again revokes its session (401 token_reused).
   A session ends SESSION_MAX_LIFETIME after its login however often it is refreshed.
+* Browser apps: `"cookie": true` on /signup, /login, /login/mfa and /refresh sets the refresh token as
+  the cookie `__Host-refresh_token` (HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age its lifetime)
+  instead of the body; /refresh and /logout read it when the body has none, and /logout clears it.
+  Such requests need an Origin that is the service's own or in CORS_ORIGINS (403 origin_not_allowed);
+  credentialed CORS is for CORS_ORIGINS only.
 * Too many requests from one address, or failed logins on one account, get 429 with Retry-After.
 * `POST /me/password` revokes every other session; the caller's session stays signed in.
   An admin password reset or a deactivation voids every token of the account.

@@ -15,7 +15,7 @@ from app.errors import Forbidden, InvalidToken, MissingToken, MissingTokenField
 from app.extensions import db
 from app.http import CONSOLE_BLUEPRINT, bearer
 from app.models import ADMIN, User
-from app.services import tokens
+from app.services import token_codec, verification
 
 __all__ = [
     "admin_required",
@@ -62,7 +62,7 @@ def load_user_from_request(req) -> User | None:
         g.auth_error = MissingToken()
         return None
     try:
-        verified = tokens.verify_token(token, expected_type=tokens.ACCESS)
+        verified = verification.verify_token(token, expected_type=token_codec.ACCESS)
     except InvalidToken as error:
         g.auth_error = error
         return None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Response, g, request
 
 from app import hotpath
+from app.api import cookies
 from app.api.access import bearer_token, client_info, login_required, token_argument
-from app.api.openapi import BEARER_SECURITY, Blueprint
-from app.errors import request_id
+from app.api.openapi import BEARER_SECURITY, REFRESH_COOKIE_PARAMETER, SET_COOKIE_HEADER, Blueprint
+from app.errors import TokenError, request_id
 from app.schemas.auth import (
     CheckTokenRequestSchema,
     LoginRequestSchema,
@@ -22,78 +23,105 @@ from app.schemas.auth import (
     ValidateResponseSchema,
 )
 from app.schemas.mfa import LoginMfaRequestSchema, MfaRequiredSchema
-from app.services import accounts, mfa, tokens
+from app.services import accounts, mfa, sessions
 
 blp = Blueprint("auth", __name__, description="Accounts and tokens")
 
 
 @blp.route("/signup", methods=["POST"])
 @blp.arguments(SignupRequestSchema)
-@blp.response(201, SignupResponseSchema)
+@blp.response(201, SignupResponseSchema, headers=SET_COOKIE_HEADER)
+@blp.problem(403, "origin_not_allowed: `cookie: true` from a foreign Origin")
 @blp.problem(409, "email_taken or username_taken")
 def signup(args):
     """Create an account (role `user`) and sign it in.
 
     A reserved username (RESERVED_USERNAMES) is 400 `username_reserved` unless an admin sets it.
     """
+    cookie = cookies.wants_cookie(args)
     user, pair = accounts.signup(**args, **client_info())
-    return {"user_id": user.id, "user": user, **pair.as_dict()}
+    return {"user_id": user.id, "user": user, **cookies.token_body(pair, cookie=cookie)}
 
 
 @blp.route("/login", methods=["POST"])
 @blp.arguments(LoginRequestSchema)
-@blp.response(200, LoginResponseSchema)
+@blp.response(200, LoginResponseSchema, headers=SET_COOKIE_HEADER)
 @blp.problem(
     401,
     "invalid_credentials; or, for an account with a second factor, `mfa_required` with `mfa_token` "
     "and `mfa_methods` (no tokens yet: finish at POST /login/mfa)",
     schema=MfaRequiredSchema,
 )
-@blp.problem(403, "account_disabled")
+@blp.problem(403, "account_disabled; origin_not_allowed: `cookie: true` from a foreign Origin")
 def login(args):
     """Sign in with email or username and password; opens a new session (access tokens: `amr: ["pwd"]`).
 
     An account with a second factor gets 401 `mfa_required` instead, with an `mfa_token`
     (single use, 5 minutes, void when the password changes) for POST /login/mfa.
     """
+    cookie = cookies.wants_cookie(args)
     user, pair = accounts.login(**args, **client_info())
-    return {"user": user, **pair.as_dict()}
+    return {"user": user, **cookies.token_body(pair, cookie=cookie)}
 
 
 @blp.route("/login/mfa", methods=["POST"])
 @blp.arguments(LoginMfaRequestSchema)
-@blp.response(200, LoginResponseSchema)
+@blp.response(200, LoginResponseSchema, headers=SET_COOKIE_HEADER)
 @blp.problem(400, "invalid_mfa_code: wrong, replayed or out-of-window code, or a wrong or used recovery code")
 @blp.problem(401, "invalid_mfa_token: unknown, used, expired, or issued before a password change")
+@blp.problem(403, "origin_not_allowed: `cookie: true` from a foreign Origin")
 @blp.problem(503, "mfa_unavailable: TOTP secrets cannot be read on this server (a recovery code still works)")
 def login_mfa(args):
     """Finish a two-step login with a TOTP `code` or a `recovery_code`: the /login answer, `amr: ["pwd", "otp"]`.
 
     Wrong codes count against the account's login throttle like wrong passwords (429 too_many_attempts).
+    `cookie: true` is given here (the /login that answered mfa_required issued no token).
     """
+    cookie = cookies.wants_cookie(args)
     user, pair = mfa.complete_login(**args, **client_info())
-    return {"user": user, **pair.as_dict()}
+    return {"user": user, **cookies.token_body(pair, cookie=cookie)}
 
 
 @blp.route("/refresh", methods=["POST"])
 @blp.arguments(RefreshRequestSchema)
-@blp.response(200, RefreshResponseSchema)
-@blp.problem(401, "Invalid token, or token_reused")
-@blp.doc(security=BEARER_SECURITY + [{}])
+@blp.response(200, RefreshResponseSchema, headers=SET_COOKIE_HEADER)
+@blp.problem(401, "Invalid token, or token_reused (a cookie that failed is cleared)")
+@blp.problem(403, "origin_not_allowed: the cookie, or `cookie: true`, from a missing or foreign Origin")
+@blp.doc(security=BEARER_SECURITY + [{}], parameters=[REFRESH_COOKIE_PARAMETER])
 def refresh(args):
-    """Spend a refresh token for a new pair. A spent token presented again revokes its session."""
-    return tokens.rotate(token_argument(args, "refresh_token")).as_dict()
+    """Spend a refresh token for a new pair. A spent token presented again revokes its session.
+
+    The token is the body's `refresh_token`, else the `__Host-refresh_token` cookie, else the
+    Bearer credential. Spending the cookie sets the next one there too, as `cookie: true` does.
+    """
+    cookie = cookies.wants_cookie(args)
+    from_cookie = None if args.get("refresh_token") else cookies.refresh_token_from_cookie()
+    try:
+        pair = sessions.rotate_refresh(from_cookie or token_argument(args, "refresh_token"))
+    except TokenError:
+        if from_cookie is not None:
+            cookies.clear_cookie()  # spent, revoked or expired: of no more use to the browser
+        raise
+    return cookies.token_body(pair, cookie=cookie or from_cookie is not None)
 
 
 @blp.route("/logout", methods=["POST"])
 @login_required
 @blp.arguments(LogoutRequestSchema)
-@blp.response(200, LogoutResponseSchema)
+@blp.response(200, LogoutResponseSchema, headers=SET_COOKIE_HEADER)
 @blp.problem(401)
-@blp.doc(security=BEARER_SECURITY)
+@blp.problem(403, "origin_not_allowed: the cookie from a missing or foreign Origin")
+@blp.doc(security=BEARER_SECURITY, parameters=[REFRESH_COOKIE_PARAMETER])
 def logout(args):
-    """Revoke this access token and its session; `all: true` ends every session of the user."""
-    tokens.logout(g.token, refresh_token=args.get("refresh_token"), everywhere=args["all"])
+    """Revoke this access token and its session; `all: true` ends every session of the user.
+
+    Without a `refresh_token` in the body, the `__Host-refresh_token` cookie's session is revoked
+    too, and the answer clears the cookie.
+    """
+    from_cookie = None if args.get("refresh_token") else cookies.refresh_token_from_cookie()
+    sessions.logout(g.token, refresh_token=args.get("refresh_token") or from_cookie, everywhere=args["all"])
+    if from_cookie is not None:
+        cookies.clear_cookie()
     return {"message": "Signed out of every session." if args["all"] else "Signed out."}
 
 

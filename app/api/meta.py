@@ -11,7 +11,7 @@ from app.api.access import bearer_token
 from app.api.openapi import Blueprint
 from app.errors import MissingToken, NotFound, NotReady, TokenError
 from app.schemas.meta import HealthSchema, JWKSetSchema
-from app.services import health, tokens
+from app.services import health, keys
 
 blp = Blueprint("meta", __name__, description="Operations")
 
@@ -28,7 +28,7 @@ def liveness():
 @blp.problem(503, "The database is unreachable or its schema is not at the latest migration")
 def readiness():
     """200 when the database answers and its schema is at the latest migration; 503 otherwise."""
-    problem = tokens.key_ring().problem and "Signing keys are unavailable; see the log."
+    problem = keys.key_ring().problem and "Signing keys are unavailable; see the log."
     problem = problem or health.readiness_problem(current_app.config["MIGRATIONS_DIR"])
     if problem is not None:
         raise NotReady(problem)
@@ -65,4 +65,4 @@ def metrics():
 def jwks():
     """The public keys that verify this service's tokens, each with its kid: the current key and
     retired ones whose tokens may still be alive. Empty under HS256 (a shared secret)."""
-    return tokens.key_ring().jwks(), {"Cache-Control": "public, max-age=300"}
+    return keys.key_ring().jwks(), {"Cache-Control": "public, max-age=300"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 import flask_smorest
 from apispec import BasePlugin
@@ -10,10 +11,29 @@ from flask_smorest.utils import prepare_response
 from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 
+from app.api.cookies import REFRESH_COOKIE
 from app.errors import PROBLEM_MIMETYPE, InvalidJSON, ValidationFailed
 from app.schemas.common import ProblemSchema
 
-BEARER_SECURITY = [{"bearerAuth": []}]
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+# Cookie mode for browser apps (app/api/cookies.py): what /refresh and /logout read, what the
+# answers that issue or end a pair may set.
+REFRESH_COOKIE_PARAMETER: dict[str, Any] = {
+    "in": "cookie",
+    "name": REFRESH_COOKIE,
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The refresh token of cookie mode, read when the body has none; the request must then "
+    "carry an Origin that is the service's own or one of CORS_ORIGINS (else 403 origin_not_allowed).",
+}
+SET_COOKIE_HEADER: dict[str, dict[str, Any]] = {
+    "Set-Cookie": {
+        "description": f"In cookie mode only: `{REFRESH_COOKIE}=<refresh token>; Max-Age=<its lifetime>; Secure; "
+        "HttpOnly; Path=/; SameSite=Strict` (with Expires); /logout, and a failed /refresh from the cookie, "
+        "clear it with Max-Age=0.",
+        "schema": {"type": "string"},
+    }
+}
 
 
 class Parser(FlaskParser):

@@ -81,7 +81,7 @@ def _http_error(error: HTTPException):
 
     status = error.code or 500
     headers = {"Retry-After": str(_limit_retry_after())} if status == 429 else {}
-    detail = error.description if status < 500 else "The server could not complete the request."
+    detail = (error.description or error.name) if status < 500 else "The server could not complete the request."
     return _page(status, error.name, detail, headers)
 
 

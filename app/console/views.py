@@ -73,6 +73,7 @@ def sign_in():
     field = "email" if "@" in identifier else "username"
     try:
         credentials = LoginRequestSchema().load({field: identifier, "password": form.password.data})
+        credentials.pop("cookie", None)  # the API's cookie mode; the console has its own session
         signed = console.sign_in(**credentials, **client_info())
     except ValidationError as error:
         return _failed("console/sign_in.html", ValidationFailed(errors=error.messages), form=form)
@@ -97,6 +98,7 @@ def sign_in_code():
     factor = {name: value.strip() for name in ("code", "recovery_code") if (value := getattr(form, name).data or "")}
     try:
         args = LoginMfaRequestSchema().load({"mfa_token": token, **factor})
+        args.pop("cookie", None)
         signed = console.complete_sign_in(**args, **client_info())
     except ValidationError as error:
         message = "Give either the 6-digit code or a recovery code."

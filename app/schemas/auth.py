@@ -7,9 +7,20 @@ from marshmallow import Schema, ValidationError, fields, post_load, validates_sc
 from app.schemas.common import UserSchema
 from app.schemas.fields import Email, Password, StrictBoolean, Text, Username
 
+COOKIE_DESCRIPTION = (
+    "Browser apps: true sets the refresh token as the HttpOnly cookie `__Host-refresh_token` "
+    "(Secure; SameSite=Strict; Path=/; Max-Age its lifetime) and leaves it out of the body. "
+    "A request with a foreign `Origin` is 403 origin_not_allowed."
+)
 
-class SignupRequestSchema(Schema):
-    """POST /signup. Unknown fields (role, is_active, id, …) are rejected, never applied."""
+
+def cookie_field() -> StrictBoolean:
+    """The `cookie` flag of the requests that issue a pair (signup, login, login/mfa, refresh)."""
+    return StrictBoolean(load_default=False, metadata={"description": COOKIE_DESCRIPTION})
+
+
+class NewAccountSchema(Schema):
+    """An account's own fields, as /signup and an admin's POST /users take them."""
 
     email = Email(required=True)
     password = Password(required=True)
@@ -30,12 +41,19 @@ class SignupRequestSchema(Schema):
         return data
 
 
+class SignupRequestSchema(NewAccountSchema):
+    """POST /signup. Unknown fields (role, is_active, id, …) are rejected, never applied."""
+
+    cookie = cookie_field()
+
+
 class LoginRequestSchema(Schema):
     """POST /login: a password and exactly one of email or username."""
 
     email = Email()
     username = fields.String(validate=lambda s: 0 < len(s) <= 254)
     password = Password(required=True)
+    cookie = cookie_field()
 
     @validates_schema
     def _one_identifier(self, data, **kwargs):
@@ -49,7 +67,9 @@ class TokenPairSchema(Schema):
     """The token fields of signup, login and refresh."""
 
     access_token = fields.String()
-    refresh_token = fields.String()
+    refresh_token = fields.String(
+        metadata={"description": "Absent in cookie mode: then it is in the `__Host-refresh_token` cookie"}
+    )
     token_type = fields.String(metadata={"example": "Bearer"})
     expires_in = fields.Integer(metadata={"description": "Access token lifetime, seconds"})
 
@@ -70,11 +90,12 @@ class LoginResponseSchema(TokenPairSchema):
 
 
 class RefreshRequestSchema(Schema):
-    """POST /refresh: the refresh token here or as the Bearer credential."""
+    """POST /refresh: the refresh token here, else the `__Host-refresh_token` cookie, else the Bearer credential."""
 
     refresh_token = fields.String(
         validate=lambda s: len(s) <= 8192, metadata={"description": "Empty counts as missing"}
     )
+    cookie = cookie_field()
 
 
 class RefreshResponseSchema(TokenPairSchema):
@@ -84,7 +105,7 @@ class RefreshResponseSchema(TokenPairSchema):
 
 
 class LogoutRequestSchema(Schema):
-    """POST /logout: optionally also a refresh token, or `all` to end every session."""
+    """POST /logout: optionally also a refresh token (else the cookie's), or `all` to end every session."""
 
     refresh_token = fields.String(validate=lambda s: 0 < len(s) <= 8192)
     all = StrictBoolean(load_default=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from app.schemas.auth import cookie_field
 from app.schemas.fields import Password
 
 
@@ -86,6 +87,7 @@ class LoginMfaRequestSchema(_OneFactor):
     """POST /login/mfa: the mfa_token of the `mfa_required` answer and a code (or a recovery code)."""
 
     mfa_token = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=128))
+    cookie = cookie_field()
 
 
 class MfaRequiredSchema(Schema):

@@ -5,14 +5,14 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from app.models import ROLES
-from app.schemas.auth import SignupRequestSchema
+from app.schemas.auth import NewAccountSchema
 from app.schemas.common import PageQuerySchema, PageSchema, UserSchema
 from app.schemas.fields import Email, Password, StrictBoolean, Text, Username
 
 ROLE = validate.OneOf(ROLES)
 
 
-class UserCreateSchema(SignupRequestSchema):
+class UserCreateSchema(NewAccountSchema):
     """POST /users: as signup, plus role and is_active."""
 
     role = fields.String(validate=ROLE, load_default="user")

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.errors import AccountDisabled, EmailNotVerified, InvalidCredentials, NotFound, TooManyAttempts
 from app.extensions import db
 from app.models import Session, User, utcnow
-from app.services import audit, credentials, mfa, passwords, recovery, throttle, tokens, users
+from app.services import audit, credentials, issuing, mfa, passwords, recovery, sessions, throttle, users
 
 
 def signup(
@@ -22,11 +22,11 @@ def signup(
     username: str | None = None,
     user_agent: str | None = None,
     ip: str | None = None,
-) -> tuple[User, tokens.TokenPair]:
+) -> tuple[User, issuing.TokenPair]:
     """Create a `user` account and its first session. Raises ValidationFailed, EmailTaken, UsernameTaken."""
     user = users.new_user(email=email, password=password, name=name, username=username)
     users.commit_or_conflict(flush_only=True)  # the user row must exist before its session's
-    pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
+    pair = sessions.open_session(user, user_agent=user_agent, ip=ip, fresh=True)
     audit.record("signup", actor_id=user.id, target_id=user.id)
     recovery.on_signup(user)
     users.commit_or_conflict()
@@ -50,7 +50,7 @@ def login(
     username: str | None = None,
     user_agent: str | None = None,
     ip: str | None = None,
-) -> tuple[User, tokens.TokenPair]:
+) -> tuple[User, issuing.TokenPair]:
     """Check credentials and open a session.
 
     Raises InvalidCredentials, AccountDisabled, EmailNotVerified (EMAIL_VERIFICATION=required),
@@ -61,7 +61,7 @@ def login(
     """
     user = find_by_identifier(email=email, username=username)
     subject = credentials.subject(user, email or users.username_key(username) or (username or "").lower())
-    verified_hash = user.password_hash if user is not None else None
+    verified_hash = user.password_hash if user is not None else ""  # read before the lock (credentials.hold)
     try:
         throttle.begin_attempt(subject)
     except TooManyAttempts:
@@ -94,7 +94,7 @@ def login(
         user.password_hash = passwords.hash_password(password)
     if user.mfa_enabled:
         mfa.challenge(user)  # raises MfaRequired with the mfa_token
-    pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True)
+    pair = sessions.open_session(user, user_agent=user_agent, ip=ip, fresh=True)
     audit.record("login_succeeded", actor_id=user.id, target_id=user.id, rehashed=needs_rehash)
     db.session.commit()
     return user, pair
@@ -111,7 +111,7 @@ def change_password(user: User, *, current_sid: uuid.UUID, current_password: str
     new_hash = passwords.hash_password(new_password)
     credentials.lock(user)
     user.password_hash = new_hash
-    revoked = tokens.revoke_sessions(user.id, Session.id != current_sid)
+    revoked = sessions.revoke_sessions(user.id, Session.id != current_sid)
     audit.record("password_changed", actor_id=user.id, target_id=user.id, sessions_revoked=revoked)
     recovery.notify_password_changed(user, how="changed")
     db.session.commit()
@@ -160,7 +160,7 @@ def revoke_session(user: User, session_id: str) -> None:
         sid = uuid.UUID(session_id)
     except ValueError:
         raise NotFound("No such session.") from None
-    if tokens.revoke_sessions(user.id, Session.id == sid) != 1:
+    if sessions.revoke_sessions(user.id, Session.id == sid) != 1:
         raise NotFound("No such session.")
     audit.record("session_revoked", actor_id=user.id, target_id=user.id, session_id=str(sid))
     db.session.commit()

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, select
 
 from app import observability
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import AuditEvent, utcnow
 from app.models.audit import EVENTS
 from app.services import pages
@@ -28,7 +28,9 @@ def set_origin(*, ip: str | None, user_agent: str | None) -> None:
     _origin.set((ip, (user_agent or "")[:255] or None))
 
 
-def record(event: str, *, actor_id: uuid.UUID | None = None, target_id: uuid.UUID | None = None, **details: Any):
+def record(
+    event: str, *, actor_id: uuid.UUID | None = None, target_id: uuid.UUID | None = None, **details: Any
+) -> None:
     """Add an event to the current transaction; the caller commits with the change it records."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
@@ -82,6 +84,6 @@ def list_events(*, page: int, per_page: int, user_id: uuid.UUID | None = None, e
 def purge(*, older_than_days: int) -> int:
     """Delete events older than the given number of days; commits; return how many."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    deleted = db.session.execute(delete(AuditEvent).where(AuditEvent.created_at < cutoff)).rowcount
+    deleted = execute_dml(delete(AuditEvent).where(AuditEvent.created_at < cutoff))
     db.session.commit()
     return deleted

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from flask import current_app
 from sqlalchemy import select
 
-from app.errors import AccountDisabled, Forbidden, NotFound
+from app.errors import AccountDisabled, Forbidden, InvalidToken, NotFound
 from app.extensions import db
 from app.models import ADMIN, Session, User, utcnow
-from app.services import accounts, audit, mfa, recovery, tokens, users
+from app.services import accounts, audit, issuing, mfa, recovery, sessions, token_codec, users
 
 NOT_AN_ADMIN = "This console is for administrators; this account is not one."
 
@@ -58,16 +58,18 @@ def complete_sign_in(
     return _admitted(user, pair)
 
 
-def _admitted(user: User, pair: tokens.TokenPair) -> SignIn:
+def _admitted(user: User, pair: issuing.TokenPair) -> SignIn:
     """The console's session is the login's sessions row (its tokens are never sent anywhere).
 
     So it is listed with the user's sessions, and ended by everything that ends sessions: a
     logout everywhere, a password change or reset, a deactivation, a revocation by an admin.
     A plain user's login is ended at once.
     """
-    sid = uuid.UUID(tokens.decode(pair.access_token)["sid"])
+    sid = token_codec.decode_verified(pair.access_token).sid
+    if sid is None:  # issuing.issue_pair always names the session; never a sign-in without one
+        raise InvalidToken("invalid")
     if user.role != ADMIN:
-        tokens.revoke_sessions(user.id, Session.id == sid)
+        sessions.revoke_sessions(user.id, Session.id == sid)
         audit.record("session_revoked", actor_id=user.id, target_id=user.id, session_id=str(sid), reason="not_admin")
         db.session.commit()
         raise Forbidden(NOT_AN_ADMIN)
@@ -114,7 +116,7 @@ def _aware(moment: datetime) -> datetime:
 
 def sign_out(user: User, sid: uuid.UUID) -> None:
     """End the console's session (its sessions row), audited as a logout; commits."""
-    tokens.revoke_sessions(user.id, Session.id == sid)
+    sessions.revoke_sessions(user.id, Session.id == sid)
     audit.record("logout", actor_id=user.id, target_id=user.id, all=False, via="console")
     db.session.commit()
 
@@ -126,14 +128,14 @@ def revoke_sessions(*, actor: User, target_id: str, session_id: str | None = Non
     """
     target = users.get_user(target_id)
     if session_id is None:
-        count = tokens.revoke_sessions(target.id)
+        count = sessions.revoke_sessions(target.id)
         audit.record("session_revoked", actor_id=actor.id, target_id=target.id, all=True, count=count)
     else:
         try:
             sid = uuid.UUID(session_id)
         except ValueError:
             raise NotFound("No such session.") from None
-        count = tokens.revoke_sessions(target.id, Session.id == sid)
+        count = sessions.revoke_sessions(target.id, Session.id == sid)
         if count != 1:
             db.session.rollback()
             raise NotFound("No such session.")

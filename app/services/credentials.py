@@ -9,13 +9,14 @@ meet here, so the rules are written once.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import select, update
 
 from app.errors import AccountBusy, AccountDisabled, InvalidCredentials
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import AuditEvent, User
 from app.services import audit, passwords, throttle
 
@@ -61,12 +62,12 @@ def _still_holds(user: User, verified_hash: str) -> bool:
     A write that changes nothing: it takes the row lock (every database) and tells whether the
     row still holds the hash that was verified.
     """
-    held = db.session.execute(
+    held = execute_dml(
         update(User)
         .where(User.id == user.id, User.password_hash == verified_hash, User.is_active.is_(True))
         .values(password_hash=User.password_hash, updated_at=User.updated_at)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     return held == 1
 
 
@@ -152,7 +153,7 @@ def _sampling_engine() -> sa.Engine:
             options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
             engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=options.get("connect_args", {}))
         engine = current_app.extensions.setdefault("hash_sampling_engine", engine)
-    return engine
+    return cast(sa.Engine, engine)
 
 
 def lock(user: User) -> None:

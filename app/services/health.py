@@ -24,10 +24,14 @@ def migration_heads(directory: str) -> frozenset[str]:
     revised: set[str] = set()
     for script in sorted(Path(directory, "versions").glob("*.py")):
         names = _assignments(script)
-        if isinstance(names.get("revision"), str):
-            revisions.add(names["revision"])
+        revision = names.get("revision")
+        if isinstance(revision, str):
+            revisions.add(revision)
             down = names.get("down_revision")
-            revised.update([down] if isinstance(down, str) else list(down or ()))
+            if isinstance(down, str):
+                revised.add(down)
+            elif isinstance(down, tuple | list):
+                revised.update(str(name) for name in down)
     return frozenset(revisions - revised)
 
 

@@ -30,7 +30,7 @@ from app.errors import AppError, EmailTaken, UsernameTaken
 from app.extensions import db
 from app.models import User, utcnow
 from app.schemas.imports import UserRecordSchema
-from app.services import audit, hashformats, passwords, tokens, users
+from app.services import audit, hashformats, passwords, sessions, users
 
 CONFLICT_MODES = ("skip", "update", "fail")
 MAX_LINE_BYTES = 64 * 1024
@@ -191,7 +191,8 @@ class Importer:
         batch: list[_Record] = []
         for number, raw in enumerate(lines, start=1):
             if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf" if isinstance(raw, bytes) else "\ufeff")  # a byte order mark
+                # a byte order mark
+                raw = raw.removeprefix(b"\xef\xbb\xbf") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
             parsed = parse_line(number, raw)
             if isinstance(parsed, LineProblem):
                 self.summary.failed += 1
@@ -207,7 +208,7 @@ class Importer:
             db.session.commit()
         return self.summary
 
-    def _counts(self) -> dict[str, int]:
+    def _counts(self) -> dict[str, Any]:
         """The counts as audit details."""
         return {name.removeprefix("users."): value for name, value in self.summary.counts().items()}
 
@@ -276,10 +277,10 @@ class Importer:
             }
         else:
             existing = dict.fromkeys(db.session.scalars(select(User.email).where(User.email.in_(emails))), True)
-        holders = {}
+        holders: dict[str, str] = {}
         if keys:
             query = select(User.username_key, User.email).where(User.username_key.in_(keys))
-            holders = {key: email for key, email in db.session.execute(query)}
+            holders = {key: email for key, email in db.session.execute(query) if key is not None}
         for email in emails & self.dry_rows.keys():
             existing.setdefault(email, self.dry_rows[email])
         holders.update({key: self.dry_keys[key] for key in keys & self.dry_keys.keys()})
@@ -339,7 +340,7 @@ class Importer:
         for name, value in _column_values(changes).items():
             setattr(target, name, value)
         if "password_hash" in changes or changes.get("is_active") is False:
-            tokens.void_all_tokens(target)  # a new password or a deactivation ends every session
+            sessions.void_all_tokens(target)  # a new password or a deactivation ends every session
         details: dict[str, Any] = {"action": "updated", "line": record.line, "fields": sorted(changes)}
         if "password_hash" in changes:
             details["hash_format"] = _hash_format(target.password_hash)

@@ -20,14 +20,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from flask import current_app
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from app.errors import InvalidToken, KeysUnavailable
 from app.models import utcnow
 
 SYMMETRIC = frozenset({"HS256"})
 ASYMMETRIC = {"ES256": ECAlgorithm, "EdDSA": OKPAlgorithm, "RS256": RSAAlgorithm}
 ALGORITHMS = SYMMETRIC | set(ASYMMETRIC)
 MANIFEST = "keys.json"
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 
 class KeyError_(Exception):
@@ -53,7 +56,7 @@ class KeyRing:
         """The RFC 7517 JWK set of every verifying public key; empty for HS256 (the secret stays secret)."""
         if self.symmetric:
             return {"keys": []}
-        converter = ASYMMETRIC[self.algorithm]
+        converter: Any = ASYMMETRIC[self.algorithm]  # to_jwk is a static method of each algorithm class
         keys = []
         for kid, public_key in self.verifying.items():
             jwk = converter.to_jwk(public_key, as_dict=True)
@@ -61,7 +64,7 @@ class KeyRing:
         return {"keys": keys}
 
 
-def _new_private_key(algorithm: str):
+def _new_private_key(algorithm: str) -> PrivateKey:
     """A fresh private key for the algorithm (P-256, Ed25519, or RSA-3072)."""
     if algorithm == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
@@ -78,7 +81,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     if not path.exists():
         raise KeyError_(f"no {MANIFEST} in {directory}; run `flask keys generate`")
     try:
-        manifest = json.loads(path.read_text())
+        manifest: dict[str, Any] = json.loads(path.read_text())
         manifest["current"], manifest["keys"], manifest["algorithm"]  # noqa: B018 - shape check
     except (ValueError, KeyError, TypeError) as error:
         raise KeyError_(f"{path} is not a valid key manifest: {error}") from None
@@ -92,7 +95,7 @@ def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     os.replace(temporary, directory / MANIFEST)
 
 
-def _write_private_key(directory: Path, kid: str, key) -> str:
+def _write_private_key(directory: Path, kid: str, key: PrivateKey) -> str:
     """Write a PEM private key with mode 0600; return its file name."""
     name = f"{kid}.pem"
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -182,3 +185,43 @@ def load(algorithm: str, directory: Path) -> KeyRing:
     except (KeyError_, OSError, ValueError) as error:
         return KeyRing(algorithm=algorithm, problem=str(error))
     return ring
+
+
+def key_ring() -> KeyRing:
+    """The app's signing and verifying keys."""
+    ring: KeyRing = current_app.extensions["jwt_keys"]
+    return ring
+
+
+def verification_key(header: dict[str, Any]) -> Any:
+    """The key that must have signed a token with this header: the secret, or the public key its kid names.
+
+    Only configured keys are candidates; jku, x5u and jwk headers are never followed (RFC 8725 3.10).
+    Raises InvalidToken for an unknown kid, ServiceUnavailable when the keys could not be loaded.
+    """
+    ring = key_ring()
+    if ring.symmetric:
+        return current_app.config["JWT_SECRET_KEY"]
+    if ring.problem:
+        raise KeysUnavailable()
+    kid = header.get("kid")
+    key = ring.verifying.get(kid) if isinstance(kid, str) else None
+    if key is None:
+        raise InvalidToken("invalid")
+    return key
+
+
+def signing_key() -> Any:
+    """FJE's encode key: the secret, or the current private key."""
+    ring = key_ring()
+    if ring.symmetric:
+        return current_app.config["JWT_SECRET_KEY"]
+    if ring.problem:
+        raise KeysUnavailable()
+    return ring.signing_key
+
+
+def signing_headers() -> dict[str, str]:
+    """FJE's extra headers: the kid of the signing key, when there are key files."""
+    ring = key_ring()
+    return {"kid": ring.signing_kid} if ring.signing_kid is not None else {}

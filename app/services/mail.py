@@ -24,7 +24,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from flask import current_app
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +95,10 @@ def available() -> bool:
 
 def _environment() -> Environment:
     """The app's Jinja environment for mails: MAIL_TEMPLATES_DIR first, the shipped templates after."""
-    app = current_app._get_current_object()
-    env = app.extensions.get("mail_templates")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    env: Environment | None = app.extensions.get("mail_templates")
     if env is None:
-        loaders = [PackageLoader("app", "templates/mail")]
+        loaders: list[BaseLoader] = [PackageLoader("app", "templates/mail")]
         if app.config["MAIL_TEMPLATES_DIR"]:
             loaders.insert(0, FileSystemLoader(app.config["MAIL_TEMPLATES_DIR"]))
         env = Environment(

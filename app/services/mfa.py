@@ -26,7 +26,7 @@ import io
 import secrets
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyotp
@@ -46,9 +46,9 @@ from app.errors import (
     MfaRequired,
     MfaUnavailable,
 )
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import MfaChallenge, RecoveryCode, TotpCredential, User, utcnow
-from app.services import audit, credentials, passwords, secretbox, throttle, tokens, users
+from app.services import audit, credentials, issuing, passwords, secretbox, sessions, throttle, token_codec, users
 
 METHODS = ["totp", "recovery_code"]
 CHALLENGE_LIFETIME = timedelta(minutes=5)
@@ -87,7 +87,7 @@ def matching_step(secret: str, code: str, *, now: float | None = None) -> int | 
 
 def _claim_step(user_id: uuid.UUID, step: int) -> bool:
     """Record `step` as the user's last accepted one if it is later than the last: at most one request wins."""
-    claimed = db.session.execute(
+    claimed = execute_dml(
         update(TotpCredential)
         .where(
             TotpCredential.user_id == user_id,
@@ -95,7 +95,7 @@ def _claim_step(user_id: uuid.UUID, step: int) -> bool:
         )
         .values(last_step=step)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     return claimed == 1
 
 
@@ -118,7 +118,8 @@ def _normalize_recovery_code(text: str) -> str:
 def _replace_recovery_codes(user: User) -> list[str]:
     """Void the user's recovery codes and make RECOVERY_CODE_COUNT new ones; return them, once."""
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    codes, lookups = [], set()
+    codes: list[str] = []
+    lookups: set[str] = set()
     while len(codes) < RECOVERY_CODE_COUNT:
         # 80 bits from the CSPRNG as 16 base32 characters (no 0/1/8/9: nothing to mistype).
         raw = base64.b32encode(secrets.token_bytes(10)).decode().lower()
@@ -150,12 +151,12 @@ def _spend_recovery_code(user: User, text: str) -> bool:
     matches, _ = passwords.verify_password(row.secret_hash, secret)
     if not matches:
         return False
-    spent = db.session.execute(
+    spent = execute_dml(
         update(RecoveryCode)
         .where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
         .values(used_at=utcnow())
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     return spent == 1
 
 
@@ -372,7 +373,7 @@ def complete_login(
     recovery_code: str | None = None,
     user_agent: str | None = None,
     ip: str | None = None,
-) -> tuple[User, tokens.TokenPair]:
+) -> tuple[User, issuing.TokenPair]:
     """Finish a two-step login with a TOTP code or a recovery code; open the session (amr pwd+otp).
 
     A wrong code leaves the challenge usable until it expires (the account throttle bounds the
@@ -396,16 +397,16 @@ def complete_login(
     secret = _secret_of(user) if code is not None else None  # 503 before an attempt is counted
     throttle.begin_attempt(credentials.subject(user, ""))
     method = _check_factor(user, secret=secret, code=code, recovery_code=recovery_code)
-    spent = db.session.execute(
+    spent = execute_dml(
         delete(MfaChallenge).where(MfaChallenge.token_hash == token_hash, MfaChallenge.expires_at > utcnow())
-    ).rowcount
+    )
     if spent != 1:
         db.session.rollback()  # a simultaneous completion won; the code this one spent is given back
         raise InvalidMfaToken()
     if not credentials.hold_verified(user, verified_hash):
         raise InvalidMfaToken()
     _factor_used(user, method)
-    pair = tokens.start_session(user, user_agent=user_agent, ip=ip, fresh=True, amr=tokens.AMR_SECOND_FACTOR)
+    pair = sessions.open_session(user, user_agent=user_agent, ip=ip, fresh=True, amr=token_codec.AMR_SECOND_FACTOR)
     audit.record("login_succeeded", actor_id=user.id, target_id=user.id, second_factor=method)
     _settle(user)
     return user, pair
@@ -426,8 +427,8 @@ def reencrypt_all() -> int:
     return len(rows)
 
 
-def purge_expired(now=None) -> int:
+def purge_expired(now: datetime | None = None) -> int:
     """Delete expired two-step login challenges; commits; return how many."""
-    deleted = db.session.execute(delete(MfaChallenge).where(MfaChallenge.expires_at < (now or utcnow()))).rowcount
+    deleted = execute_dml(delete(MfaChallenge).where(MfaChallenge.expires_at < (now or utcnow())))
     db.session.commit()
     return deleted

@@ -31,17 +31,17 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import delete, func, or_, select, update
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import ColumnElement, Table, delete, func, or_, select, update
 
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import OutboxMessage, utcnow
 from app.models.outbox import DEAD, PENDING, SENT
 
@@ -187,7 +187,7 @@ def claim(*, now: datetime | None = None, limit: int | None = None) -> list[Clai
     if db.engine.dialect.name in ("postgresql", "mysql"):
         due = due.with_for_update(skip_locked=True)
     try:
-        ids = db.session.scalars(due).all()
+        ids: Sequence[int] = db.session.scalars(due).all()
         if not ids:
             db.session.rollback()
             return []
@@ -210,12 +210,12 @@ def claim(*, now: datetime | None = None, limit: int | None = None) -> list[Clai
     ]
 
 
-def _unclaimed(table, now: datetime):
+def _unclaimed(table: Table, now: datetime) -> ColumnElement[bool]:
     """Not under a live lease (never claimed, or the claimer's lease ran out)."""
     return or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
 
 
-def _ours(table, message: Claimed):
+def _ours(table: Table, message: Claimed) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     """The row is still under this claim (a lapsed lease may have passed it to another worker)."""
     return (table.c.id == message.id, table.c.claim_id == message.claim_id)
 
@@ -228,12 +228,12 @@ def process(message: Claimed) -> bool:
         if handler is None:
             raise LookupError(f"no handler for outbox kind {message.kind!r}")
         handler.deliver(message)
-        done = db.session.execute(
+        done = execute_dml(
             update(table)
             .where(*_ours(table, message))
             .values(status=SENT, sent_at=utcnow(), payload=handler.redact(message.payload), claim_id=None,
                     claimed_until=None, last_error=None)
-        ).rowcount  # fmt: skip
+        )  # fmt: skip
         if done != 1:
             # Our lease ran out and another worker took the row: its outcome stands.
             db.session.rollback()
@@ -323,7 +323,8 @@ def status(now: datetime | None = None) -> Backlog:
     """Counts by state and the age of the oldest pending message, in seconds."""
     now = now or utcnow()
     table = OutboxMessage.__table__
-    counts = dict(db.session.execute(select(table.c.status, func.count()).group_by(table.c.status)).all())
+    query = select(table.c.status, func.count()).group_by(table.c.status)
+    counts: dict[str, int] = {str(status): cast(int, count) for status, count in db.session.execute(query)}
     oldest = db.session.scalar(select(func.min(table.c.created_at)).where(table.c.status == PENDING))
     return Backlog(
         pending=counts.get(PENDING, 0),
@@ -339,7 +340,7 @@ def retry_dead(*, message_id: int | None = None) -> int:
     query = update(table).where(table.c.status == DEAD)
     if message_id is not None:
         query = query.where(table.c.id == message_id)
-    count = db.session.execute(query.values(status=PENDING, attempts=0, next_attempt_at=utcnow())).rowcount
+    count = execute_dml(query.values(status=PENDING, attempts=0, next_attempt_at=utcnow()))
     db.session.commit()
     return count
 
@@ -347,9 +348,7 @@ def retry_dead(*, message_id: int | None = None) -> int:
 def purge_sent(*, older_than: timedelta = timedelta(days=7)) -> int:
     """Delete messages sent longer ago than `older_than`; commits; return how many."""
     table = OutboxMessage.__table__
-    deleted = db.session.execute(
-        delete(table).where(table.c.status == SENT, table.c.sent_at < utcnow() - older_than)
-    ).rowcount
+    deleted = execute_dml(delete(table).where(table.c.status == SENT, table.c.sent_at < utcnow() - older_than))
     db.session.commit()
     return deleted
 
@@ -361,7 +360,7 @@ class BacklogCollector:
         """Remember the app whose database to read."""
         self.app = app
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         """auth_outbox_backlog, auth_outbox_dead, auth_outbox_oldest_age_seconds."""
         try:
             with self.app.app_context():

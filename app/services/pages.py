@@ -20,7 +20,7 @@ class Page:
     total: int
 
 
-def page_of(query: Select, *order_by: Any, page: int, per_page: int) -> Page:
+def page_of(query: Select[Any], *order_by: Any, page: int, per_page: int) -> Page:
     """Page `page` (from 1) of `query` in `order_by` order, and the count of every row it matches."""
     total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     items = db.session.scalars(query.order_by(*order_by).offset((page - 1) * per_page).limit(per_page)).all()

@@ -83,7 +83,7 @@ class HashingThreads:
             self.pending += 1
         return self.executor.submit(self._compute, function, args).result()
 
-    def _compute(self, function: Callable[..., T], args: tuple) -> T:
+    def _compute(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             return function(*args)
         finally:
@@ -126,7 +126,7 @@ class Malloc:
             libc.malloc.argtypes = [ctypes.c_size_t]
             libc.free.argtypes = [ctypes.c_void_p]
             libc.malloc_trim.argtypes = [ctypes.c_size_t]
-            self.libc = libc
+            self.libc: ctypes.CDLL | None = libc
         except (OSError, AttributeError):  # not glibc
             self.libc = None
         self.lock = threading.Lock()
@@ -342,7 +342,8 @@ class FailureTiming:
 
 def _timing() -> FailureTiming:
     """This app's FailureTiming."""
-    return current_app.extensions.setdefault("password_timing", FailureTiming())
+    timing: FailureTiming = current_app.extensions.setdefault("password_timing", FailureTiming())
+    return timing
 
 
 def _current_class() -> str:
@@ -371,7 +372,7 @@ def keep_calibrated(read_hashes: Callable[[datetime | None], list[str] | None]) 
     timing = _timing()
     if not timing.claim():
         return
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     threading.Thread(
         target=_calibrate_in_background, args=(app, timing, read_hashes), name="hash-calibration", daemon=True
     ).start()
@@ -408,7 +409,12 @@ def calibrate(stored_hashes: list[str]) -> None:
         for stored in stored_hashes:
             found = hashformats.format_of(stored)
             cost_class = hashformats.cost_class(stored) if found is not None else None
-            if cost_class is not None and cost_class != current and len(samples) < timing.MAX_CLASSES:
+            if (
+                found is not None
+                and cost_class is not None
+                and cost_class != current
+                and len(samples) < timing.MAX_CLASSES
+            ):
                 samples.setdefault(cost_class, (found, stored))
         unknown = [pair for cost_class, pair in samples.items() if cost_class not in timing.costs]
         if unknown and current not in timing.costs:

@@ -30,10 +30,10 @@ from flask import current_app
 from sqlalchemy import update
 
 from app.errors import AlreadyVerified, InvalidResetToken, InvalidVerificationToken, MailUnavailable
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import AccountToken, User, utcnow
 from app.models.account_token import EMAIL_CHANGE, EMAIL_VERIFY, PASSWORD_RESET
-from app.services import audit, credentials, mail, outbox, passwords, throttle, tokens, users
+from app.services import audit, credentials, mail, outbox, passwords, sessions, throttle, users
 
 TOKEN_BYTES = 32  # 256 bits; OWASP asks for a long random token, ASVS 2.3.1 / 2.5.x for a CSPRNG
 MAX_TOKEN_LENGTH = 512
@@ -61,7 +61,7 @@ def duration_text(seconds: int) -> str:
 def _lifetime(purpose: str) -> int:
     """The lifetime of a token of `purpose`, in seconds."""
     key = "PASSWORD_RESET_TOKEN_EXPIRES" if purpose == PASSWORD_RESET else "EMAIL_VERIFY_TOKEN_EXPIRES"
-    return current_app.config[key]
+    return int(current_app.config[key])
 
 
 def void_tokens(user_id: uuid.UUID, *purposes: str, now: datetime | None = None) -> None:
@@ -121,15 +121,43 @@ def _same_password(row: AccountToken, user: User) -> bool:
 def _spend(row: AccountToken, now: datetime) -> bool:
     """Mark the token used, if nobody did first (a conditional UPDATE decides between racers)."""
     table = AccountToken.__table__
-    spent = db.session.execute(
+    spent = execute_dml(
         update(table).where(table.c.digest == row.digest, table.c.used_at.is_(None)).values(used_at=now)
-    ).rowcount
+    )
     return spent == 1
+
+
+# The link template each purpose's mail uses (an email change is confirmed like a verification).
+LINK_TEMPLATES = {
+    PASSWORD_RESET: "PASSWORD_RESET_URL",
+    EMAIL_VERIFY: "EMAIL_VERIFY_URL",
+    EMAIL_CHANGE: "EMAIL_VERIFY_URL",
+}
+
+
+def mail_link(user: User, purpose: str, template: str, *, to: str, **context: str) -> None:
+    """Issue a `purpose` token for address `to` and queue mail `template` with its link; the caller commits.
+
+    The link is marked secret: the outbox keeps it only until the mail is sent.
+    """
+    token = issue(user, purpose, email=to)
+    outbox.enqueue_mail(
+        template,
+        to=to,
+        context={
+            "name": user.name,
+            **context,
+            "link": link(LINK_TEMPLATES[purpose], token),
+            "expires_in": duration_text(_lifetime(purpose)),
+        },
+        user_id=user.id,
+        secrets=("link",),
+    )
 
 
 def link(template_key: str, token: str) -> str:
     """A link into the frontend from PASSWORD_RESET_URL or EMAIL_VERIFY_URL."""
-    return current_app.config[template_key].replace("{token}", token)
+    return str(current_app.config[template_key]).replace("{token}", token)
 
 
 def require_mail() -> None:
@@ -169,18 +197,7 @@ def run_password_forgot(payload: dict[str, Any]) -> None:
     if user is None or not user.is_active:
         return
     audit.set_origin(ip=payload.get("ip"), user_agent=payload.get("user_agent"))
-    token = issue(user, PASSWORD_RESET, email=user.email)
-    outbox.enqueue_mail(
-        "password_reset",
-        to=user.email,
-        context={
-            "name": user.name,
-            "link": link("PASSWORD_RESET_URL", token),
-            "expires_in": duration_text(_lifetime(PASSWORD_RESET)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, PASSWORD_RESET, "password_reset", to=user.email)
     actor = payload.get("actor_id")
     audit.record("password_reset_requested", actor_id=uuid.UUID(actor) if actor else None, target_id=user.id)
 
@@ -208,7 +225,7 @@ def reset_password(*, token: str, new_password: str, now: datetime | None = None
         user.email_verified = True
     user.pending_email = None
     void_tokens(user.id, now=now)
-    tokens.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
+    sessions.void_all_tokens(user)  # docs/CONTRACT.md: every session of the user is revoked
     audit.record("password_reset_completed", actor_id=user.id, target_id=user.id)
     notify_password_changed(user, how="reset")
     db.session.commit()
@@ -228,18 +245,7 @@ def notify_password_changed(user: User, *, how: str) -> None:
 
 def queue_verification(user: User) -> None:
     """Queue a verification mail to the user's address; the caller commits."""
-    token = issue(user, EMAIL_VERIFY, email=user.email)
-    outbox.enqueue_mail(
-        "email_verify",
-        to=user.email,
-        context={
-            "name": user.name,
-            "link": link("EMAIL_VERIFY_URL", token),
-            "expires_in": duration_text(_lifetime(EMAIL_VERIFY)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, EMAIL_VERIFY, "email_verify", to=user.email)
     audit.record("email_verification_sent", target_id=user.id)
 
 
@@ -276,19 +282,7 @@ def request_email_change(user: User, new_email: str, *, actor_id: uuid.UUID | No
     users.ensure_available(email=new_email, username=None, exclude=user.id)
     _limit_mails(f"user:{user.id}")
     user.pending_email = new_email
-    token = issue(user, EMAIL_CHANGE, email=new_email)
-    outbox.enqueue_mail(
-        "email_change_confirm",
-        to=new_email,
-        context={
-            "name": user.name,
-            "old_email": user.email,
-            "link": link("EMAIL_VERIFY_URL", token),
-            "expires_in": duration_text(_lifetime(EMAIL_CHANGE)),
-        },
-        user_id=user.id,
-        secrets=("link",),
-    )
+    mail_link(user, EMAIL_CHANGE, "email_change_confirm", to=new_email, old_email=user.email)
     outbox.enqueue_mail(
         "email_change_requested", to=user.email, context={"name": user.name, "new_email": new_email}, user_id=user.id
     )
@@ -335,6 +329,6 @@ def verify_email(*, token: str, now: datetime | None = None) -> User:
 def purge_expired(now: datetime | None = None) -> int:
     """Delete tokens that expired; commits; return how many."""
     table = AccountToken.__table__
-    deleted = db.session.execute(table.delete().where(table.c.expires_at < (now or utcnow()))).rowcount
+    deleted = execute_dml(table.delete().where(table.c.expires_at < (now or utcnow())))
     db.session.commit()
     return deleted

@@ -28,7 +28,7 @@ def available() -> bool:
 
 
 def _cipher() -> MultiFernet:
-    cipher = current_app.extensions["secretbox"]
+    cipher: MultiFernet | None = current_app.extensions["secretbox"]
     if cipher is None:
         raise MfaUnavailable()
     return cipher

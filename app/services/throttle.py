@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from app.errors import TooManyAttempts
-from app.extensions import db
+from app.extensions import db, execute_dml
 from app.models import LoginThrottle, utcnow
 
 _TABLE = LoginThrottle.__table__
@@ -37,7 +38,7 @@ def subject_key(subject: str) -> str:
 
 
 def _enabled() -> bool:
-    return current_app.config["LOGIN_THROTTLE_ENABLED"]
+    return bool(current_app.config["LOGIN_THROTTLE_ENABLED"])
 
 
 def begin_attempt(subject: str) -> None:
@@ -102,11 +103,11 @@ def clear(subject: str) -> None:
 def purge_expired(now: datetime | None = None) -> int:
     """Delete counts whose window and delay are both over; commits; return how many."""
     now = now or utcnow()
-    deleted = db.session.execute(
+    deleted = execute_dml(
         delete(_TABLE).where(
             _TABLE.c.window_ends_at < now, (_TABLE.c.blocked_until.is_(None)) | (_TABLE.c.blocked_until < now)
         )
-    ).rowcount
+    )
     db.session.commit()
     return deleted
 
@@ -120,6 +121,7 @@ def _lock_row(key: str, now: datetime) -> None:
     """
     values = {"key": key, "failures": 0, "window_ends_at": now, "blocked_until": None}
     dialect = db.session.get_bind().dialect.name
+    statement: Any
     if dialect == "postgresql":
         statement = postgresql.insert(_TABLE).values(values)
         statement = statement.on_conflict_do_update(index_elements=[_TABLE.c.key], set_={"key": statement.excluded.key})

@@ -23,7 +23,7 @@ from app.errors import (
 )
 from app.extensions import db
 from app.models import ADMIN, RevokedToken, Session, User
-from app.services import audit, credentials, pages, passwords, recovery, revocations, tokens
+from app.services import audit, credentials, pages, passwords, recovery, revocation_view, sessions
 
 SELF_EDITABLE = frozenset({"name", "email", "username"})
 
@@ -233,7 +233,7 @@ def apply_update(
         new_hash = passwords.hash_password(changes["password"])
         credentials.lock(target)
         target.password_hash = new_hash
-        tokens.void_all_tokens(target)  # an admin reset ends every session of the account
+        sessions.void_all_tokens(target)  # an admin reset ends every session of the account
         audit.record("password_reset", actor_id=actor_id, target_id=target.id)
         recovery.notify_password_changed(target, how="reset by an administrator")
     if "is_active" in changes and changes["is_active"] != target.is_active:
@@ -241,7 +241,7 @@ def apply_update(
             credentials.lock(target)
         target.is_active = changes["is_active"]
         if not target.is_active:
-            tokens.void_all_tokens(target)  # docs/CONTRACT.md: deactivated after issue voids the token
+            sessions.void_all_tokens(target)  # docs/CONTRACT.md: deactivated after issue voids the token
         event = "user_activated" if target.is_active else "user_deactivated"
         audit.record(event, actor_id=actor_id, target_id=target.id)
     commit_or_conflict()
@@ -290,7 +290,7 @@ def visible_user(*, actor: User, target_id: str) -> User:
 def delete_account(target: User) -> None:
     """Delete a user with every session and revocation record; commits. Raises LastAdmin."""
     ensure_not_last_admin(target)
-    revocations.invalidate_user(db.session(), target.id)
+    revocation_view.invalidate_user(db.session(), target.id)
     db.session.execute(delete(Session).where(Session.user_id == target.id))
     db.session.execute(delete(RevokedToken).where(RevokedToken.user_id == target.id))
     db.session.delete(target)

@@ -134,9 +134,11 @@ def test_cors_only_for_listed_origins(make_app):
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "Authorization"}
     allowed = client.options("/login", headers={"Origin": "https://app.example.com", **preflight})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-    assert "Access-Control-Allow-Credentials" not in allowed.headers
+    # Credentials (the cookie mode of browser apps) only with the echoed, listed origin, never "*".
+    assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
     other = client.options("/login", headers={"Origin": "https://evil.example.com", **preflight})
     assert "Access-Control-Allow-Origin" not in other.headers
+    assert "Access-Control-Allow-Credentials" not in other.headers
 
 
 def test_cors_off_by_default(client):

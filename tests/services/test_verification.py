@@ -9,121 +9,33 @@ test shows that re-signing the unmodified claims gives a valid token.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import jwt
 import pytest
-from sqlalchemy import select
 
 from app.extensions import db
 from app.models import RevokedToken, Session, User
 from tests.conftest import PASSWORD, bearer
+from tests.helpers import (
+    assert_accepted,
+    assert_rejected,
+    assert_unauthorized,
+    b64,
+    check_token,
+    claims_of,
+    forge,
+    sign,
+    unb64,
+)
 
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "type", "iss", "sid"]
-# The error code a protected endpoint answers with for each /checkToken reason.
-REASON_CODES = {
-    "expired": "token_expired",
-    "revoked": "token_revoked",
-    "invalid": "invalid_token",
-    "wrong_type": "wrong_token_type",
-    "user_inactive": "user_inactive",
-}
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def claims_of(token: str) -> dict:
-    """The claims of a token, without checking anything."""
-    return jwt.decode(token, options={"verify_signature": False})
-
-
-def sign(app, claims: dict, *, algorithm: str = "HS256", key: str | None = None, headers: dict | None = None) -> str:
-    """Sign `claims` with HMAC (by default the app's own secret and algorithm).
-
-    Done by hand rather than with jwt.encode, which refuses some of the malformed claims
-    (a non-string `iss`, …) these tests need to send.
-    """
-    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[algorithm]
-    signing_input = f"{b64({'alg': algorithm, 'typ': 'JWT', **(headers or {})})}.{b64(claims)}"
-    secret = (key or app.config["JWT_SECRET_KEY"]).encode()
-    return f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), digest).digest())}"
-
-
-def forge(app, token: str, *, drop: tuple[str, ...] = (), **changes) -> str:
-    """A copy of a real token with some claims changed or removed, validly signed by the app."""
-    claims = claims_of(token)
-    claims.update(changes)
-    for name in drop:
-        claims.pop(name)
-    return sign(app, claims)
-
-
-def b64(data: dict | bytes) -> str:
-    """base64url without padding, of bytes or of a JSON object."""
-    raw = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def unb64(segment: str) -> dict:
-    """The JSON object in a base64url segment."""
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-
-
-def check(client, token: str) -> dict:
-    """POST /checkToken with the token in the body; asserts 200 and returns the body."""
-    response = client.post("/checkToken", json={"token": token})
-    assert response.status_code == 200, response.get_json()
-    body = response.get_json()
-    assert body["success"] is True
-    return body
-
-
-def assert_unauthorized(response, code: str | None = None) -> dict:
-    """A 401 problem+json with a Bearer challenge (and this code, when given)."""
-    assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    body = response.get_json()
-    assert body["success"] is False
-    assert body["status"] == 401
-    if code is not None:
-        assert body["code"] == code
-    return body
-
-
-def assert_rejected(client, token: str, reason: str | tuple[str, ...]) -> None:
-    """Invalid for /checkToken with `reason` (one of, if a tuple), and 401 at /me and /validate."""
-    reasons = reason if isinstance(reason, tuple) else (reason,)
-    body = check(client, token)
-    assert body["valid"] is False
-    assert body["reason"] in reasons
-    assert "user_id" not in body and "email" not in body
-    code = REASON_CODES[body["reason"]]
-    me = client.get("/me", headers=bearer(token))
-    assert_unauthorized(me, code)
-    assert 'error="invalid_token"' in me.headers["WWW-Authenticate"]
-    assert_unauthorized(client.get("/validate", headers=bearer(token)), code)
-
-
-def assert_accepted(client, token: str, user_id: str) -> None:
-    """Valid for /checkToken, /me and /validate, as this user."""
-    body = check(client, token)
-    assert body["valid"] is True, body
-    assert body["user_id"] == user_id
-    me = client.get("/me", headers=bearer(token))
-    assert me.status_code == 200, me.get_json()
-    assert me.get_json()["user"]["id"] == user_id
-    validate = client.get("/validate", headers=bearer(token))
-    assert validate.status_code == 200
-    assert validate.headers["X-User-Id"] == user_id
 
 
 def leeway(app) -> int:
@@ -164,30 +76,8 @@ def test_login_access_token_is_fresh(auth, user):
     assert claims["sub"] == user["user_id"]
 
 
-def test_refresh_token_has_refresh_type_and_same_sid(user):
-    access, refresh = claims_of(user["access_token"]), claims_of(user["refresh_token"])
-    assert refresh["type"] == "refresh"
-    assert refresh["sid"] == access["sid"]
-    assert refresh["sub"] == access["sub"]
-    assert refresh["jti"] != access["jti"]
-    assert refresh["exp"] - refresh["iat"] == 2592000
-
-
-def test_refresh_issues_unfresh_access_token_in_same_session(client, user):
-    response = client.post("/refresh", json={"refresh_token": user["refresh_token"]})
-    assert response.status_code == 200, response.get_json()
-    body = response.get_json()
-    access, refresh = claims_of(body["access_token"]), claims_of(body["refresh_token"])
-    assert access["fresh"] is False
-    assert access["type"] == "access"
-    assert access["roles"] == ["user"]
-    assert access["sid"] == refresh["sid"] == claims_of(user["access_token"])["sid"]
-    assert refresh["type"] == "refresh"
-    assert check(client, body["access_token"])["valid"] is True
-
-
 def test_check_token_valid_response_says_whose_token(client, user):
-    body = check(client, user["access_token"])
+    body = check_token(client, user["access_token"])
     claims = claims_of(user["access_token"])
     assert body["valid"] is True
     assert body["user_id"] == user["user_id"]
@@ -310,12 +200,6 @@ def test_check_unknown_type_is_invalid(app, client, user, token_type):
 # --- revocation ------------------------------------------------------------------------------
 
 
-def test_logout_revokes_access_token(client, user):
-    response = client.post("/logout", headers=bearer(user["access_token"]))
-    assert response.status_code == 200
-    assert_rejected(client, user["access_token"], "revoked")
-
-
 def test_revoked_jti_alone_revokes_token(app, client, user):
     claims = claims_of(user["access_token"])
     with app.app_context():
@@ -339,54 +223,6 @@ def test_revoked_session_alone_revokes_token(app, client, user):
         db.session.get(Session, sid).revoked_at = datetime.now(UTC)
         db.session.commit()
     assert_rejected(client, user["access_token"], "revoked")
-
-
-def test_revoking_session_from_another_login_revokes_its_tokens(auth, client, user):
-    other = auth.login(user["user"]["email"])
-    sid = claims_of(user["access_token"])["sid"]
-    response = client.delete(f"/me/sessions/{sid}", headers=bearer(other["access_token"]))
-    assert response.status_code == 200, response.get_json()
-    assert_rejected(client, user["access_token"], "revoked")
-    assert_unauthorized(client.post("/refresh", json={"refresh_token": user["refresh_token"]}))
-    assert_accepted(client, other["access_token"], user["user_id"])
-
-
-def test_refresh_after_logout_is_revoked(client, user):
-    assert client.post("/logout", headers=bearer(user["access_token"])).status_code == 200
-    response = client.post("/refresh", json={"refresh_token": user["refresh_token"]})
-    assert_unauthorized(response, "token_revoked")
-
-
-def test_logout_leaves_other_login_valid(auth, client, user):
-    second = auth.login(user["user"]["email"])
-    assert client.post("/logout", headers=bearer(user["access_token"])).status_code == 200
-    assert_rejected(client, user["access_token"], "revoked")
-    assert_accepted(client, second["access_token"], user["user_id"])
-    refreshed = client.post("/refresh", json={"refresh_token": second["refresh_token"]})
-    assert refreshed.status_code == 200
-    assert_accepted(client, refreshed.get_json()["access_token"], user["user_id"])
-
-
-def test_logout_all_revokes_every_login(auth, client, user):
-    second = auth.login(user["user"]["email"])
-    response = client.post("/logout", json={"all": True}, headers=bearer(user["access_token"]))
-    assert response.status_code == 200
-    assert_rejected(client, user["access_token"], "revoked")
-    assert_rejected(client, second["access_token"], "revoked")
-    assert_unauthorized(client.post("/refresh", json={"refresh_token": second["refresh_token"]}))
-
-
-def test_logout_of_other_user_does_not_touch_this_user(auth, client, user):
-    other = auth.signup()
-    response = client.post(
-        "/logout", json={"refresh_token": user["refresh_token"]}, headers=bearer(other["access_token"])
-    )
-    assert response.status_code == 200
-    assert_accepted(client, user["access_token"], user["user_id"])
-    assert client.post("/refresh", json={"refresh_token": user["refresh_token"]}).status_code == 200
-
-
-# --- the user behind the token ---------------------------------------------------------------
 
 
 def test_check_inactive_user_is_user_inactive(app, client, user):
@@ -455,7 +291,7 @@ def test_check_unknown_sid_is_not_valid(app, client, user):
 def test_check_roles_come_from_the_database(app, client, user):
     # A validly signed token claiming admin for a plain user gives it no admin role.
     token = forge(app, user["access_token"], roles=["admin"])
-    assert check(client, token)["roles"] == ["user"]
+    assert check_token(client, token)["roles"] == ["user"]
     assert client.get("/users", headers=bearer(token)).status_code == 403
 
 
@@ -603,19 +439,6 @@ def test_refresh_of_inactive_user_is_rejected(app, client, user):
     assert_unauthorized(client.post("/refresh", json={"refresh_token": user["refresh_token"]}), "user_inactive")
 
 
-def test_purged_expired_session_voids_its_tokens(app, client, user):
-    # A session deleted by purge-tokens (its expiry passed) takes its tokens with it.
-    sid = uuid.UUID(claims_of(user["access_token"])["sid"])
-    with app.app_context():
-        db.session.get(Session, sid).expires_at = datetime.now(UTC) - timedelta(days=1)
-        db.session.commit()
-        from app.services.tokens import purge_expired
-
-        purge_expired()
-        assert db.session.scalars(select(Session).where(Session.id == sid)).first() is None
-    assert_rejected(client, user["access_token"], ("revoked", "invalid"))
-
-
 def test_check_expired_with_other_secret_is_invalid_not_expired(app, client, user):
     # The signature is judged before the time claims: a forgery learns nothing from "expired".
     exp = int(time.time()) - leeway(app) - 60
@@ -624,90 +447,3 @@ def test_check_expired_with_other_secret_is_invalid_not_expired(app, client, use
 
 
 # --- the memory of verified tokens (TOKEN_CACHE_SIZE) ------------------------------------------
-
-
-@pytest.fixture
-def pyjwt_calls(monkeypatch):
-    """How many times PyJWT really verified a token."""
-    calls = []
-    real = jwt.decode_complete
-
-    def counting(token, *args, **kwargs):
-        calls.append(token)
-        return real(token, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode_complete", counting)
-    return calls
-
-
-def test_a_token_verified_once_is_not_parsed_again(client, user, pyjwt_calls):
-    token = user["access_token"]
-    for _ in range(3):
-        assert check(client, token)["valid"] is True
-        assert client.get("/validate", headers=bearer(token)).status_code == 200
-    assert pyjwt_calls.count(token) == 1
-
-
-def test_a_failed_token_is_never_remembered(app, client, user, pyjwt_calls):
-    forged = forge(app, user["access_token"], iss="someone-else")
-    assert_rejected(client, forged, "invalid")
-    per_round = pyjwt_calls.count(forged)
-    for _ in range(2):
-        assert_rejected(client, forged, "invalid")
-    assert per_round >= 3 and pyjwt_calls.count(forged) == 3 * per_round  # every time, in full
-
-
-def test_a_remembered_token_is_still_revoked_at_once(client, user, pyjwt_calls):
-    token = user["access_token"]
-    assert check(client, token)["valid"] is True
-    assert client.post("/logout", headers=bearer(token)).status_code == 200
-    assert_rejected(client, token, "revoked")
-    assert pyjwt_calls.count(token) == 1
-
-
-def test_a_remembered_token_expires_on_time(make_app, user, pyjwt_calls):
-    short = make_app(JWT_ACCESS_TOKEN_EXPIRES=2, JWT_LEEWAY=0)
-    client = short.test_client()
-    login = client.post("/login", json={"email": user["user"]["email"], "password": PASSWORD}).get_json()
-    token = login["access_token"]
-    exp = claims_of(token)["exp"]
-    while time.time() < exp - 0.5:
-        assert check(client, token)["valid"] is True
-        time.sleep(0.1)
-    time.sleep(max(0.0, exp - time.time()) + 0.05)
-    assert_rejected(client, token, "expired")
-    assert pyjwt_calls.count(token) == 1  # decided by the remembered exp, not by PyJWT again
-
-
-def test_remembered_claims_are_read_only(app, user):
-    from app.services import tokens
-
-    with app.app_context():
-        claims = tokens.decode(user["access_token"])
-        with pytest.raises(TypeError):
-            claims["sub"] = str(uuid.uuid4())  # type: ignore[index]
-        assert tokens.decode(user["access_token"])["sub"] == user["user_id"]
-
-
-def test_token_cache_size_zero_verifies_every_time(make_app, user, pyjwt_calls):
-    client = make_app(TOKEN_CACHE_SIZE=0).test_client()
-    token = client.post("/login", json={"email": user["user"]["email"], "password": PASSWORD}).get_json()[
-        "access_token"
-    ]
-    for _ in range(3):
-        assert check(client, token)["valid"] is True
-    assert pyjwt_calls.count(token) == 3
-
-
-def test_the_memory_is_bounded(make_app, user, pyjwt_calls):
-    small = make_app(TOKEN_CACHE_SIZE=2)
-    client = small.test_client()
-    tokens = [
-        client.post("/login", json={"email": user["user"]["email"], "password": PASSWORD}).get_json()["access_token"]
-        for _ in range(3)
-    ]
-    for token in tokens:  # the third pushes the first out
-        assert check(client, token)["valid"] is True
-    assert check(client, tokens[0])["valid"] is True
-    assert pyjwt_calls.count(tokens[0]) == 2
-    assert small.extensions["verified_tokens"].cache_info().currsize == 2

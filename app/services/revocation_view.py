@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session as OrmSession
 log = logging.getLogger(__name__)
 
 CHANNEL = "auth_revocations"
-PENDING_KEY = "revocations.pending_users"
+PENDING_KEY = "revocation_view.pending_users"
 HEARTBEAT_SECONDS = 0.5  # a silent, broken listener is noticed within about this long
 MAX_ENTRIES = 100_000
 ENTRY_TTL_SECONDS = 60.0  # belt and braces: no entry outlives this even if all else failed
@@ -192,7 +192,7 @@ class Listener:
             self.stopping.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    def _listen(self, connection) -> None:
+    def _listen(self, connection: Any) -> None:
         """Apply notifications until the connection fails or we are stopped."""
         while not self.stopping.is_set():
             readable, _, _ = select.select([connection], [], [], HEARTBEAT_SECONDS)
@@ -288,12 +288,12 @@ def _after_commit(session: OrmSession) -> None:
             view.cache.invalidate_user(user_id)
 
 
-def _after_rollback(session: OrmSession, _transaction) -> None:
+def _after_rollback(session: OrmSession, _transaction: Any) -> None:
     """A rolled-back change announces nothing."""
     session.info.pop(PENDING_KEY, None)
 
 
-def _after_flush(session: OrmSession, _context) -> None:
+def _after_flush(session: OrmSession, _context: Any) -> None:
     """Any user, session or revocation row written through the ORM invalidates its user."""
     from app.models import RevokedToken, Session, User
 

@@ -1,0 +1,95 @@
+"""Verification: the one function that decides whether a token is valid, and the /checkToken result.
+
+`verify_token` is the one place that decides (docs/CONTRACT.md, "2. Tokens"); /checkToken,
+/validate, /introspect and every protected endpoint go through it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.errors import InvalidToken
+from app.services import token_state
+from app.services.token_codec import ACCESS, AMR_PASSWORD, REFRESH, decode_verified
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What a valid token proves: who, which session, until when."""
+
+    user_id: uuid.UUID
+    email: str
+    roles: list[str]
+    jti: str
+    sid: uuid.UUID
+    type: str
+    fresh: bool
+    expires_at: datetime
+    claims: Mapping[str, Any]
+    amr: tuple[str, ...] = AMR_PASSWORD
+
+
+def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken:
+    """Decide whether `token` is valid for `expected_type` by every rule of docs/CONTRACT.md.
+
+    Raises InvalidToken with reason expired, invalid, wrong_type, revoked or user_inactive,
+    and lets a database failure propagate (it becomes a 503: never "valid" when unsure).
+    """
+    found = decode_verified(token)
+    claims = found.claims
+    if claims["type"] != expected_type:
+        raise InvalidToken("wrong_type" if claims["type"] in (ACCESS, REFRESH) else "invalid")
+    user_id, sid = found.user_id, found.sid
+    if user_id is None or sid is None:
+        raise InvalidToken("invalid")
+    # Refresh tokens always ask the database: rotation must see the latest state.
+    state = token_state.lookup(user_id, sid, claims["jti"], use_cache=expected_type == ACCESS)
+    if not state.user_exists:
+        raise InvalidToken("revoked")  # the user was deleted, and every token with them
+    if not state.is_active:
+        raise InvalidToken("user_inactive")  # before the session: deactivation revokes those too
+    if state.jti_revoked or not state.session_live:
+        raise InvalidToken("revoked")
+    cutoff = state.tokens_valid_after
+    if cutoff is not None and claims["iat"] < _as_utc(cutoff).timestamp():
+        raise InvalidToken("revoked")  # password reset or deactivation after issue
+    return VerifiedToken(
+        user_id=user_id,
+        email=state.email or "",  # a user row always has both (TokenState defaults them for no row)
+        roles=[state.role or ""],
+        jti=claims["jti"],
+        sid=sid,
+        type=claims["type"],
+        fresh=bool(claims.get("fresh", False)),
+        expires_at=found.expires_at,
+        claims=claims,
+        amr=found.amr,
+    )
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Aware UTC, for values read through Core (the column type already does this)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def check_token_result(token: str) -> dict[str, Any]:
+    """The /checkToken answer: validity plus who, or the reason it is not valid."""
+    try:
+        verified = verify_token(token, expected_type=ACCESS)
+    except InvalidToken as error:
+        return {"success": True, "valid": False, "reason": error.reason}
+    return {
+        "success": True,
+        "valid": True,
+        "user_id": str(verified.user_id),
+        "email": verified.email,
+        "roles": verified.roles,
+        "expires_at": verified.expires_at,
+        "jti": verified.jti,
+        "sid": str(verified.sid),
+        "amr": list(verified.amr),
+    }
