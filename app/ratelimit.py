@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, cast
 
-from flask import Flask, g
+from flask import Flask, Response, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
@@ -168,9 +168,7 @@ def init_rate_limits(app: Flask) -> Limiter:
         # Redis down: count in-process rather than refuse every login.
         in_memory_fallback_enabled=True,
     )
-    credential_failures = limiter.shared_limit(
-        config["RATELIMIT_LOGIN_FAILURES"], scope="password-failures", deduct_when=_failed
-    )
+    _reserve_password_failures(app)
     # Flask-Limiter's decorators are typed for async views too; these views are synchronous.
     views: dict[str, Any] = app.view_functions
 
@@ -178,8 +176,6 @@ def init_rate_limits(app: Flask) -> Limiter:
         """Whether the endpoint is there (an unknown name that is not optional still fails loudly below)."""
         return endpoint not in OPTIONAL_ENDPOINTS or endpoint in views
 
-    for endpoint in filter(mounted, PASSWORD_CHECKS):
-        views[endpoint] = credential_failures(views[endpoint])
     for endpoint, (limit_key, failures_key) in LIMITED_ENDPOINTS.items():
         if not mounted(endpoint):
             continue
@@ -208,6 +204,45 @@ def init_rate_limits(app: Flask) -> Limiter:
         enabled=config["RATELIMIT_ENABLED"],
     )
     return limiter
+
+
+def _reserve_password_failures(app: Flask) -> None:
+    """The per-IP budget of failed password (and second-factor) checks: reserved first, given back on success.
+
+    Counting a failure after its answer (Flask-Limiter's deduct_when) lets every request in flight
+    pass the check before any of them is counted: 40 parallel wrong passwords got 37 checks from
+    a budget of 30 (issue 9). So each request to an endpoint that checks a secret spends one
+    before the check, exactly as the account throttle counts before the hash, and a request that
+    did not fail (a right password, an mfa_required step, a 503 of an outage) gives it back.
+    In-flight requests therefore hold their share: the budget is never exceeded (ASVS 2.2.1).
+    """
+    config = app.config
+    budget = AddressLimit(
+        "password-failures",
+        config["RATELIMIT_LOGIN_FAILURES"],
+        storage_uri=config["RATELIMIT_STORAGE_URI"],
+        storage_options=config["RATELIMIT_STORAGE_OPTIONS"],
+        prefix=config["RATELIMIT_KEY_PREFIX"],
+        enabled=config["RATELIMIT_ENABLED"],
+    )
+    app.extensions["password_failure_budget"] = budget
+    checks = frozenset(PASSWORD_CHECKS)
+
+    @app.before_request
+    def _reserve() -> None:
+        """Spend one of the caller's failures before its secret is checked; 429 when none is left."""
+        if request.endpoint in checks:
+            address = get_remote_address()
+            budget.check(address)
+            g.password_failure_reserved = address
+
+    @app.after_request
+    def _settle(response: Response) -> Response:
+        """Give the failure back unless the answer was one."""
+        address = g.pop("password_failure_reserved", None)
+        if address is not None and not _failed(response):
+            budget.refund(address)
+        return response
 
 
 class AddressLimit:
@@ -285,3 +320,19 @@ class AddressLimit:
         wait = self.retry_after(address)
         if wait is not None:
             raise RateLimited(wait)
+
+    def refund(self, address: str | None) -> None:
+        """Give back a request that check() let through but the service could not serve (a 503).
+
+        Only after a check that passed, which hit every limit once. An outage must not spend a
+        caller's budget (the request did nothing), or every caller is refused once it ends.
+        """
+        if self.strategy is None or self.storage is None:
+            return
+        key = address or "unknown"
+        strategy = self._current(self.strategy, self.storage)
+        try:
+            for item in self.items:
+                strategy.storage.incr(item.key_for(self.name, key), item.get_expiry(), amount=-1)
+        except self.errors:
+            pass  # the storage failed meanwhile: the next check falls back and says so

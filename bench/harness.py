@@ -187,6 +187,12 @@ class Harness:
             RATELIMIT_LOGIN=UNREACHABLE_LIMIT,
             RATELIMIT_REFRESH=UNREACHABLE_LIMIT,
             RATELIMIT_CHECKTOKEN=UNREACHABLE_LIMIT,
+            RATELIMIT_PASSWORD_FORGOT=UNREACHABLE_LIMIT,
+            RATELIMIT_MAIL_PER_ADDRESS=UNREACHABLE_LIMIT,
+            # /password/forgot only queues its work in the outbox (no delivery worker runs here), but
+            # production answers 503 without a mail transport, so one is named.
+            MAIL_URL="smtp+plain://127.0.0.1:2525",
+            FRONTEND_URL="https://bench.example",
             # As deployed (compose, Kubernetes): two workers share their per-IP limits through Redis,
             # which production requires with more than one worker (config.check_serving).
             REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),

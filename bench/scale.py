@@ -15,7 +15,7 @@ from bench.server import Gunicorn
 if TYPE_CHECKING:
     from bench.harness import Harness
 
-ENDPOINTS = ("/checkToken", "/validate", "/me", "/login", "/refresh")
+ENDPOINTS = ("/checkToken", "/validate", "/me", "/login", "/refresh", "/password/forgot")
 
 
 def call(base: str, method: str, path: str, body: dict | None = None, token: str | None = None):
@@ -73,6 +73,15 @@ class ScaleRun:
         if endpoint == "/login":
             bodies = [json.dumps({"email": email, "password": PASSWORD}) for email in self.seeded.login_emails]
             return Scenario("/login", "POST", "/login", "body", self.write_lines("login.jsonl", bodies))
+        if endpoint == "/password/forgot":
+            # Half real accounts, half unknown addresses: the answer and the work are the same for both.
+            emails = [
+                *self.seeded.login_emails,
+                *(EMAIL.format(f"nobody{n}") for n in range(len(self.seeded.login_emails))),
+            ]
+            bodies = [json.dumps({"email": email}) for email in emails]
+            path = self.write_lines("forgot.jsonl", bodies)
+            return Scenario("/password/forgot", "POST", "/password/forgot", "body", path)
         raise ValueError(endpoint)
 
     def refresh_scenario(self, count: int, name: str) -> Scenario:
@@ -109,6 +118,7 @@ class ScaleRun:
             ("POST", "/login", {"email": EMAIL.format("nobody"), "password": PASSWORD}, None, 401),
             ("POST", "/refresh", {"refresh_token": self.seeded.spare_refresh_token}, None, 200),
             ("POST", "/refresh", {"refresh_token": self.seeded.spare_refresh_token}, None, 401),
+            ("POST", "/password/forgot", {"email": self.seeded.login_emails[0]}, None, 202),
         ]
         for method, path, body, token, expected in checks:
             status, answer = call(base, method, path, body, token)

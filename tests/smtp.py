@@ -76,11 +76,11 @@ class SMTPServer:
     """aiosmtpd on 127.0.0.1:<port>; plain, STARTTLS (required, with AUTH) or implicit TLS."""
 
     def __init__(self, *, port: int | None = None, mode: str = "plain", cert_dir: Path | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:  # fmt: skip
-        """Configure; start() listens."""
+                 credentials: tuple[str, str] | None = None, inbox: Inbox | None = None) -> None:  # fmt: skip
+        """Configure; start() listens. `inbox` is the aiosmtpd handler (a subclass can hold a conversation)."""
         self.port = port or free_port()
         self.mode = mode
-        self.inbox = Inbox()
+        self.inbox = inbox or Inbox()
         self.credentials = credentials
         self.logins: list[str] = []
         self.cert_file = None

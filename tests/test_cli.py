@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -10,6 +11,7 @@ import select as select_module
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,9 +22,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import AuditEvent, RevokedToken, Session, User
+from app.models import AuditEvent, OutboxMessage, RevokedToken, Session, User
+from app.services import outbox
 from tests.conftest import PASSWORD, bearer
 from tests.servers import postgres_server  # noqa: F401  (fixture)
+from tests.smtp import Inbox, SMTPServer
 
 ADMIN_PASSWORD = "a long admin passphrase"
 
@@ -420,3 +424,69 @@ def test_an_import_whose_database_goes_away_says_so_and_a_rerun_with_skip_finish
     assert user_count(app) == (total, total)
     with app.app_context():
         db.engine.dispose()
+
+
+class HeldInbox(Inbox):
+    """An SMTP inbox that holds each conversation at RCPT until released: the worker is mid-send."""
+
+    def __init__(self) -> None:
+        """Not reached, not released."""
+        super().__init__()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 (aiosmtpd's hook)
+        """Say so, wait for the release, then accept the recipient."""
+        self.reached.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.05)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def outbox_rows(app) -> list[tuple[str, int]]:
+    """(status, attempts) of every outbox row."""
+    with app.app_context():
+        found = [(row.status, row.attempts) for row in db.session.scalars(select(OutboxMessage))]
+        db.session.remove()
+        return found
+
+
+def test_a_delivery_worker_killed_between_claim_and_send_loses_no_mail(app, database_url):
+    """A real `flask outbox run` SIGKILLed while its SMTP conversation is open: the mail comes, once, late.
+
+    docs/OPERATIONS.md: delivery is at least once; a worker that dies before the SMTP server accepted
+    the message leaves it claimed until its lease ends, and the next worker sends it.
+    """
+    inbox = HeldInbox()
+    server = SMTPServer(inbox=inbox).start()
+    env = {**command_env(database_url), "MAIL_URL": server.url(), "OUTBOX_LEASE": "2", "OUTBOX_POLL_INTERVAL_MS": "100"}
+    with app.app_context():
+        context = {"name": "K", "link": "https://x/?t=1", "expires_in": "1 hour"}
+        outbox.enqueue_mail("password_reset", to="killed@example.com", context=context, user_id=None, secrets=("link",))
+        db.session.commit()
+    worker = [FLASK, "outbox", "run"]
+    first = subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = None
+    try:
+        assert inbox.reached.wait(60), "the worker never reached the SMTP server"
+        first.send_signal(signal.SIGKILL)  # mid-conversation: claimed, not sent
+        assert first.wait(30) == -signal.SIGKILL
+        assert outbox_rows(app) == [("pending", 1)]  # claimed (attempt counted), not sent, not lost
+        inbox.release.set()  # the dead worker's conversation ends without DATA
+        second = subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        messages = inbox.wait(1, timeout=30)
+        assert [message["To"] for message in messages] == ["killed@example.com"]
+        deadline = time.monotonic() + 10
+        while outbox_rows(app) != [("sent", 2)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert outbox_rows(app) == [("sent", 2)]
+        time.sleep(1)
+        assert len(inbox.messages) == 1  # once: nothing sent it again
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+            if process is not None:
+                process.communicate()
+        server.stop()

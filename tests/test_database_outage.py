@@ -200,3 +200,41 @@ def test_a_stopped_database_logs_one_line_per_request_and_keeps_the_login_budget
     assert sum(r["message"].startswith("database outage started") for r in records) == 1
     assert "database outage ended" in after and after.count("database outage ended") == 1
     assert "database outage" not in after.replace("database outage ended", "")
+
+
+def test_a_stopped_database_does_not_spend_the_mail_budget_of_an_address(
+    postgres_server,  # noqa: F811
+    tmp_path,
+    smtp_server,
+):
+    """/password/forgot answered 503 during an outage gives the address's mail back (issue 11)."""
+    backend = Backend("postgresql", postgres_server.url)
+    url = backend.create(str(tmp_path))
+    migrate = make_test_app(url)
+    with migrate.app_context():
+        upgrade()
+        db.engine.dispose()
+    app = make_test_app(
+        url,
+        MAIL_URL=smtp_server.url(),
+        RATELIMIT_ENABLED="true",
+        RATELIMIT_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}",
+        RATELIMIT_MAIL_PER_ADDRESS="2/hour",
+        DATABASE_CONNECT_TIMEOUT="1",
+    )
+    client = app.test_client()
+    email = f"u{uuid.uuid4().hex[:8]}@example.com"
+    try:
+        postgres_server.stop()
+        for _ in range(4):
+            assert_problem(client.post("/password/forgot", json={"email": email}), 503, "service_unavailable")
+        postgres_server.start()
+        time.sleep(outage.QUIET_SECONDS)
+        # Four 503s against a budget of two: none was spent, so two mails may still be asked for.
+        for _ in range(2):
+            assert client.post("/password/forgot", json={"email": email}).status_code == 202
+        assert_problem(client.post("/password/forgot", json={"email": email}), 429, "rate_limited")
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        backend.drop(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -41,6 +42,22 @@ def test_login_failures_per_ip_are_limited(limited):
     assert_429(login(client, "nobody9@example.com"), "rate_limited")
     # Another address has its own budget.
     assert login(client, "nobody@example.com", ip="10.8.8.8").status_code == 401
+
+
+def test_parallel_failures_never_exceed_the_budget(limited):
+    """40 wrong passwords at once from one address against a budget of 30: exactly 30 are checked (issue 9).
+
+    Each costs a hash, so they are all in flight together; counting only after the answer let
+    37 through. Unknown accounts, so the per-account throttle plays no part.
+    """
+    app = limited(RATELIMIT_LOGIN_FAILURES="30/minute")
+
+    def attempt(n: int) -> int:
+        return login(app.test_client(), f"parallel{n}@example.com").status_code
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        statuses = list(pool.map(attempt, range(40)))
+    assert sorted(statuses) == [401] * 30 + [429] * 10
 
 
 def test_successful_logins_do_not_use_the_failure_budget(limited, auth):

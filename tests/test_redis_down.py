@@ -81,12 +81,13 @@ def test_redis_down_through_the_flask_app(make_app, redis_server, capsys):  # no
     assert call("GET", "/health", "10.0.0.6").status_code == 200
     assert RATE_LIMIT_FALLBACK.labels("checktoken")._value.get() == 1
     assert RATE_LIMIT_FALLBACK.labels("endpoints")._value.get() == 1
+    assert RATE_LIMIT_FALLBACK.labels("password-failures")._value.get() == 1
 
     redis_server.start()  # empty: nothing saved
     deadline = time.monotonic() + 60
     log = capsys.readouterr().err
     n = 0
-    while not (_keys(redis_server.url, prefix) and log.count(BACK) == 2):
+    while not (_keys(redis_server.url, prefix) and log.count(BACK) == 3):
         assert time.monotonic() < deadline, f"the limits never went back to Redis: {log}"
         n += 1
         call("POST", "/checkToken", f"10.1.0.{n}", json={"token": token})
@@ -97,8 +98,11 @@ def test_redis_down_through_the_flask_app(make_app, redis_server, capsys):  # no
     assert log.count(f"{DOWN} (endpoints") == 1, log
     assert log.count(f"{BACK} (checktoken") == 1, log
     assert log.count(f"{BACK} (endpoints") == 1, log
+    assert log.count(f"{DOWN} (password-failures") == 1, log
+    assert log.count(f"{BACK} (password-failures") == 1, log
     assert RATE_LIMIT_FALLBACK.labels("checktoken")._value.get() == 0
     assert RATE_LIMIT_FALLBACK.labels("endpoints")._value.get() == 0
+    assert RATE_LIMIT_FALLBACK.labels("password-failures")._value.get() == 0
 
 
 @pytest.mark.e2e

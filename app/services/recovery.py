@@ -23,11 +23,14 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import AlreadyVerified, InvalidResetToken, InvalidVerificationToken, MailUnavailable
 from app.extensions import db, execute_dml
@@ -166,9 +169,26 @@ def require_mail() -> None:
         raise MailUnavailable()
 
 
-def _limit_mails(key: str) -> None:
-    """The per-address (per-account) budget of mails asked for; raises RateLimited (429)."""
-    current_app.extensions["mail_address_limit"].check(hashlib.sha256(key.encode()).hexdigest())
+@contextmanager
+def _mail_budget(key: str) -> Iterator[None]:
+    """Spend one of the per-address (per-account) mails asked for, around the work that queues it.
+
+    Raises RateLimited (429). When the work fails on the database (answered 503), the mail is
+    given back: an outage does not use up anyone's budget.
+    """
+    hashed = _limit_mails(key)
+    try:
+        yield
+    except SQLAlchemyError:
+        current_app.extensions["mail_address_limit"].refund(hashed)
+        raise
+
+
+def _limit_mails(key: str) -> str:
+    """Spend one of the per-address (per-account) mails asked for; raises RateLimited (429). The key as counted."""
+    hashed = hashlib.sha256(key.encode()).hexdigest()
+    current_app.extensions["mail_address_limit"].check(hashed)
+    return hashed
 
 
 # --- password reset -------------------------------------------------------------------------
@@ -183,12 +203,12 @@ def request_password_reset(
     Raises MailUnavailable, RateLimited (per address; per IP is app/ratelimit.py).
     """
     require_mail()
-    _limit_mails(f"address:{email}")
     payload = {"email": email, "ip": ip, "user_agent": user_agent}
     if actor_id is not None:
         payload["actor_id"] = str(actor_id)
-    outbox.enqueue(outbox.TASK, "password_forgot", payload)
-    db.session.commit()
+    with _mail_budget(f"address:{email}"):
+        outbox.enqueue(outbox.TASK, "password_forgot", payload)
+        db.session.commit()
 
 
 def run_password_forgot(payload: dict[str, Any]) -> None:
@@ -260,9 +280,9 @@ def send_verification(user: User) -> None:
     if user.email_verified:
         raise AlreadyVerified()
     require_mail()
-    _limit_mails(f"user:{user.id}")
-    queue_verification(user)
-    db.session.commit()
+    with _mail_budget(f"user:{user.id}"):
+        queue_verification(user)
+        db.session.commit()
 
 
 def request_email_change(user: User, new_email: str, *, actor_id: uuid.UUID | None) -> bool:
