@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import ipaddress
 import os
 import re
@@ -335,9 +337,23 @@ class BaseConfig:
         # default is false (it answers 404): the metrics would tell anyone the traffic and the login
         # failures. METRICS_PUBLIC=true is for a scrape network nobody else reaches.
         self.METRICS_PUBLIC = _bool(env, "METRICS_PUBLIC", self.DEFAULT_METRICS_PUBLIC)
-        # Flask's own session is not used (tokens travel as Bearer); a per-process random key
-        # keeps Flask-Login from failing on a forged remember cookie, and is no fallback secret.
-        self.SECRET_KEY = _text(env, "SECRET_KEY") or secrets.token_urlsafe(32)
+        # The admin console (app/console/): server-rendered pages with their own signed session
+        # cookie, which ends after ADMIN_CONSOLE_IDLE_TIMEOUT seconds without a request and
+        # ADMIN_CONSOLE_MAX_LIFETIME after the sign-in however busy (ASVS 3.3.2; NIST 800-63B
+        # 4.2.3 asks 15 minutes idle for the stronger levels, 12 hours at most in all).
+        self.ADMIN_CONSOLE = _bool(env, "ADMIN_CONSOLE", True)
+        self.ADMIN_CONSOLE_IDLE_TIMEOUT = env_int(env, "ADMIN_CONSOLE_IDLE_TIMEOUT", 900, minimum=60, maximum=86400)
+        self.ADMIN_CONSOLE_MAX_LIFETIME = env_int(
+            env, "ADMIN_CONSOLE_MAX_LIFETIME", 28800, minimum=self.ADMIN_CONSOLE_IDLE_TIMEOUT, maximum=43200
+        )
+        # Flask's signed session is the console's alone (API requests never open it: app/http.py);
+        # its idle timeout is the signature's age, checked by Flask on every request.
+        self.PERMANENT_SESSION_LIFETIME = timedelta(seconds=self.ADMIN_CONSOLE_IDLE_TIMEOUT)
+        self.SECRET_KEY = self._secret_key(env)
+        # CSRF tokens (Flask-WTF) are checked by the console's own hook, never on API requests;
+        # they live as long as the console session that holds them.
+        self.WTF_CSRF_CHECK_DEFAULT = False
+        self.WTF_CSRF_TIME_LIMIT = None
         self.JSON_SORT_KEYS = False
         self.API_TITLE = "Auth service"
         self.API_VERSION = "1.0.0"
@@ -458,6 +474,18 @@ class BaseConfig:
             return secret
         return _persistent_dev_secret(self.INSTANCE_DIR / "jwt-secret.key")
 
+    def _secret_key(self, env: Mapping[str, Any]) -> str:
+        """SECRET_KEY (signs the console's session cookie and CSRF tokens), or one derived from the JWT secret.
+
+        Derived one-way (HMAC with a purpose label), so every worker and instance that shares the
+        JWT secret signs console sessions alike, and a console key says nothing of the JWT secret.
+        """
+        given = _text(env, "SECRET_KEY")
+        if given is not None:
+            return given
+        label = b"auth-service admin console session key"
+        return hmac.new(self.JWT_SECRET_KEY.encode(), label, hashlib.sha256).hexdigest()
+
     def _encryption_keys(self, env: Mapping[str, Any]) -> list[str]:
         """ENCRYPTION_KEY as a list, or one generated and kept in instance/ (development)."""
         return _list(env, "ENCRYPTION_KEY") or [
@@ -555,6 +583,21 @@ class ProductionConfig(BaseConfig):
     def _encryption_keys(self, env: Mapping[str, Any]) -> list[str]:
         """ENCRYPTION_KEY as given; none is invented in production (MFA then answers 503 mfa_unavailable)."""
         return _list(env, "ENCRYPTION_KEY")
+
+    def _secret_key(self, env: Mapping[str, Any]) -> str:
+        """SECRET_KEY when given (at least 32 bytes, no example value), else derived from JWT_SECRET_KEY.
+
+        With key files and no JWT_SECRET_KEY there is nothing shared to derive from: a console
+        signed with a per-process key would sign admins out at every other request.
+        """
+        given = _text(env, "SECRET_KEY")
+        if given is not None:
+            if len(given.encode()) < 32 or is_placeholder(given):
+                raise ConfigError("SECRET_KEY must be at least 32 bytes and not a placeholder (make secret)")
+            return given
+        if _text(env, "JWT_SECRET_KEY") is None and self.ADMIN_CONSOLE:
+            raise ConfigError("ADMIN_CONSOLE needs SECRET_KEY (or JWT_SECRET_KEY) when APP_ENV=production")
+        return super()._secret_key(env)
 
     def _jwt_secret(self, env: Mapping[str, Any]) -> str:
         """JWT_SECRET_KEY is required for HS256, at least 32 bytes, and not an example value."""

@@ -93,7 +93,7 @@ def register_extensions(app: Flask) -> None:
 
     from app.api import access
     from app.extensions import cors, db, jwt, login_manager
-    from app.http import NoCookieSession, cors_settings
+    from app.http import ConsoleOnlySession, NoCookieSession, cors_settings
     from app.outage import init_outage
     from app.services import keys, revocation_view, secretbox, token_codec
 
@@ -110,9 +110,10 @@ def register_extensions(app: Flask) -> None:
     # Flask-JWT-Extended signs with the current key and names it by its kid (app/services/keys.py).
     jwt.encode_key_loader(lambda _identity: keys.signing_key())
     jwt.additional_headers_loader(lambda _identity: keys.signing_headers())
-    # Tokens travel as Bearer headers; Flask's cookie session is never read or written.
+    # Tokens travel as Bearer headers; Flask's cookie session is never read or written, but
+    # for the admin console's pages (app/console/), which have their own.
     login_manager.session_protection = None
-    app.session_interface = NoCookieSession()
+    app.session_interface = ConsoleOnlySession() if app.config["ADMIN_CONSOLE"] else NoCookieSession()
     settings = cors_settings(app.config["CORS_ORIGINS"])
     cors.init_app(app, **settings)
     # The same options, resolved as Flask-CORS resolves them, for the fast path's answers (app/hotpath.py).
@@ -163,11 +164,15 @@ def _mysql_timeouts(seconds: int):
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount the controllers, then put the rate limits on the ones that need them."""
+    """Mount the controllers (the admin console's unless ADMIN_CONSOLE=false), then the rate limits."""
     from app.api import register_blueprints as register
     from app.ratelimit import init_rate_limits
 
     register(app)
+    if app.config["ADMIN_CONSOLE"]:
+        from app.console import init_console
+
+        init_console(app)
     init_rate_limits(app)
 
 

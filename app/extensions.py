@@ -12,6 +12,7 @@ from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import CursorResult, Executable
 
 from app.models.base import Base
@@ -20,6 +21,8 @@ db = SQLAlchemy(model_class=Base)
 jwt = JWTManager()
 login_manager = LoginManager()
 cors = CORS()
+# The admin console's forms (app/console/); WTF_CSRF_CHECK_DEFAULT is off, so API views are untouched.
+csrf = CSRFProtect()
 
 
 def execute_dml(statement: Executable, params: dict[str, Any] | None = None) -> int:

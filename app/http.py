@@ -7,7 +7,7 @@ from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from flask.sessions import NullSession, SessionInterface
+from flask.sessions import NullSession, SecureCookieSessionInterface, SessionInterface
 
 if TYPE_CHECKING:
     from app.services.verification import VerifiedToken
@@ -22,6 +22,20 @@ SECURITY_HEADERS = {
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+# The admin console's pages (app/console/): styles, scripts and images from the service itself and
+# nothing inline (no 'unsafe-inline': an injected <script> or style attribute does not run), forms
+# posted only to it, no plugins, no <base>, never framed.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# The console's forms need the Referer of an HTTPS post (Flask-WTF's WTF_CSRF_SSL_STRICT checks it
+# is this host); same-origin never sends it to another site.
+CONSOLE_HEADERS = {"Content-Security-Policy": CONSOLE_CSP, "Referrer-Policy": "same-origin"}
+CONSOLE_BLUEPRINT = "console"
+# `__Host-`: the browser takes it only with Secure, Path=/ and no Domain (RFC 6265bis 4.1.3.2), so
+# no sibling host or plain-HTTP page can plant or overwrite it.
+CONSOLE_COOKIE = "__Host-admin_session"
 
 
 def choose_request_id(given: str | None) -> str:
@@ -123,3 +137,59 @@ class NoCookieSession(SessionInterface):
 
     def save_session(self, app, session, response) -> None:
         """Never called for the null session."""
+
+
+class ConsoleOnlySession(NoCookieSession):
+    """Flask's signed cookie session for the admin console's requests; the null session for every other.
+
+    The API keeps no cookie and no `Vary: Cookie` (NoCookieSession); the console's cookie is
+    `__Host-` prefixed, HttpOnly, Secure, SameSite=Strict, and its signature's age is checked
+    against PERMANENT_SESSION_LIFETIME (the console's idle timeout) on every request.
+    """
+
+    def __init__(self) -> None:
+        """The console's cookie settings, whatever Flask's SESSION_COOKIE_* say."""
+        self.signed = _ConsoleCookie()
+
+    def open_session(self, app, request):
+        """The signed session for a request to the console's paths, else the null session.
+
+        By path: Flask opens the session before it matches the URL to a view.
+        """
+        mount = app.extensions.get("console_path")
+        if mount and (request.path == mount or request.path.startswith(mount + "/")):
+            return self.signed.open_session(app, request)
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response) -> None:
+        """Write the console's cookie; nothing for the null session."""
+        if not isinstance(session, NullSession):
+            self.signed.save_session(app, session, response)
+
+
+class _ConsoleCookie(SecureCookieSessionInterface):
+    """The console cookie's attributes, fixed (a `__Host-` cookie must be Secure, Path=/, host-only)."""
+
+    def get_cookie_name(self, app) -> str:
+        """The cookie's name."""
+        return CONSOLE_COOKIE
+
+    def get_cookie_domain(self, app) -> None:
+        """Host-only."""
+        return None
+
+    def get_cookie_path(self, app) -> str:
+        """`/`, as the prefix requires (the console under URL_PREFIX included)."""
+        return "/"
+
+    def get_cookie_httponly(self, app) -> bool:
+        """Never readable by scripts."""
+        return True
+
+    def get_cookie_secure(self, app) -> bool:
+        """HTTPS only."""
+        return True
+
+    def get_cookie_samesite(self, app) -> str:
+        """Never sent on a request another site starts (a second line against CSRF)."""
+        return "Strict"

@@ -52,7 +52,12 @@ LIMITED_ENDPOINTS = {
     "recovery.reset_password": ("RATELIMIT_PASSWORD_RESET", None),
     "recovery.verify_email": ("RATELIMIT_EMAIL_VERIFY", None),
     "recovery.send_verification": ("RATELIMIT_PASSWORD_FORGOT", None),
+    # The admin console's sign-in (app/console/): the login's budgets, the same per-account throttle.
+    "console.sign_in": ("RATELIMIT_LOGIN", None),
+    "console.sign_in_code": ("RATELIMIT_LOGIN", None),
 }
+# Endpoints that exist only when their part is on (ADMIN_CONSOLE).
+OPTIONAL_ENDPOINTS = frozenset({"console.sign_in", "console.sign_in_code"})
 # Every endpoint that checks a password spends one per-IP failure budget (RATELIMIT_LOGIN_FAILURES):
 # a stolen access token must not turn /me/password or DELETE /me into a faster password oracle
 # than /login (ASVS 2.2.1). The endpoints that check a second factor spend it too.
@@ -68,6 +73,8 @@ PASSWORD_CHECKS = (
     "mfa.regenerate_codes",
     # A client secret is a credential too: its wrong guesses spend the same budget (app/api/oauth.py).
     "oauth.token",
+    "console.sign_in",
+    "console.sign_in_code",
 )
 
 
@@ -167,7 +174,14 @@ def init_rate_limits(app: Flask) -> Limiter:
     _reserve_password_failures(app)
     # Flask-Limiter's decorators are typed for async views too; these views are synchronous.
     views: dict[str, Any] = app.view_functions
+
+    def mounted(endpoint: str) -> bool:
+        """Whether the endpoint is there (an unknown name that is not optional still fails loudly below)."""
+        return endpoint not in OPTIONAL_ENDPOINTS or endpoint in views
+
     for endpoint, (limit_key, failures_key) in LIMITED_ENDPOINTS.items():
+        if not mounted(endpoint):
+            continue
         view = views[endpoint]
         if failures_key:
             view = limiter.limit(config[failures_key], deduct_when=_failed, scope=f"{endpoint}:failures")(view)

@@ -367,3 +367,52 @@ def test_events_are_off_without_a_broker_and_the_url_is_checked():
             get_config({"APP_ENV": "testing", **bad})
     chosen = get_config({"APP_ENV": "testing", "EVENTS_AMQP_URL": "amqps://u:p@mq:5671/%2F", "EVENTS_EXCHANGE": "x"})
     assert (chosen.EVENTS_AMQP_URL, chosen.EVENTS_EXCHANGE) == ("amqps://u:p@mq:5671/%2F", "x")
+
+
+# --- the admin console -------------------------------------------------------------------------
+
+
+def test_console_is_on_with_a_short_idle_timeout_by_default(dev_env):
+    settings = get_config(dev_env)
+    assert settings.ADMIN_CONSOLE is True
+    assert settings.ADMIN_CONSOLE_IDLE_TIMEOUT == 900 and settings.ADMIN_CONSOLE_MAX_LIFETIME == 28800
+    assert settings.PERMANENT_SESSION_LIFETIME.total_seconds() == 900
+    assert settings.WTF_CSRF_CHECK_DEFAULT is False  # the console's hook checks; API views are untouched
+
+
+def test_the_console_key_is_derived_alike_on_every_instance_and_is_not_the_jwt_secret():
+    one, two = get_config(production_env()), get_config(production_env())
+    assert one.SECRET_KEY == two.SECRET_KEY and len(one.SECRET_KEY) >= 32
+    assert STRONG_SECRET not in one.SECRET_KEY
+    assert get_config(production_env(JWT_SECRET_KEY=secrets.token_urlsafe(48))).SECRET_KEY != one.SECRET_KEY
+    given = secrets.token_urlsafe(40)
+    assert get_config(production_env(SECRET_KEY=given)).SECRET_KEY == given
+
+
+@pytest.mark.parametrize("secret", ["x" * 31, "change-me-" + "a" * 40])
+def test_production_refuses_a_weak_secret_key(secret):
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        get_config(production_env(SECRET_KEY=secret))
+
+
+def test_production_with_key_files_needs_a_secret_key_while_the_console_is_on():
+    env = production_env(JWT_SECRET_KEY=None, JWT_ALGORITHM="ES256")
+    with pytest.raises(ConfigError, match="ADMIN_CONSOLE needs SECRET_KEY"):
+        get_config(env)
+    assert get_config({**env, "ADMIN_CONSOLE": "false"}).ADMIN_CONSOLE is False
+    assert get_config({**env, "SECRET_KEY": secrets.token_urlsafe(40)}).ADMIN_CONSOLE is True
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"ADMIN_CONSOLE": "maybe"},
+        {"ADMIN_CONSOLE_IDLE_TIMEOUT": "59"},
+        {"ADMIN_CONSOLE_IDLE_TIMEOUT": "15m"},
+        {"ADMIN_CONSOLE_IDLE_TIMEOUT": "900", "ADMIN_CONSOLE_MAX_LIFETIME": "899"},
+        {"ADMIN_CONSOLE_MAX_LIFETIME": "43201"},
+    ],
+)
+def test_console_settings_are_checked(dev_env, overrides):
+    with pytest.raises(ConfigError):
+        get_config({**dev_env, **overrides})

@@ -13,7 +13,7 @@ from flask_login import current_user, login_required
 
 from app.errors import Forbidden, InvalidToken, MissingToken, MissingTokenField
 from app.extensions import db
-from app.http import bearer
+from app.http import CONSOLE_BLUEPRINT, bearer
 from app.models import ADMIN, User
 from app.services import token_codec, verification
 
@@ -51,7 +51,12 @@ def token_argument(args: dict[str, Any], field: str) -> str:
 
 
 def load_user_from_request(req) -> User | None:
-    """Flask-Login's loader: the user behind a valid access token, through verify_token."""
+    """Flask-Login's loader: the user behind a valid access token, through verify_token.
+
+    Not on the admin console's pages: they are signed in by their own cookie only (app/console/).
+    """
+    if req.blueprint == CONSOLE_BLUEPRINT:
+        return None
     token = bearer_token()
     if token is None:
         g.auth_error = MissingToken()

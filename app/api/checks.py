@@ -11,7 +11,7 @@ from typing import Any
 from flask import request
 
 from app.errors import InvalidBody, InvalidJSON, UnsupportedMediaType, ValidationFailed
-from app.http import unstorable
+from app.http import CONSOLE_BLUEPRINT, unstorable
 from app.services import audit
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -38,6 +38,10 @@ def check_body() -> None:
     check themselves (app/oauth.py) and answer in OAuth's words.
     """
     if request.method not in BODY_METHODS or not has_body() or request.endpoint in FORM_ENDPOINTS:
+        return
+    if request.blueprint == CONSOLE_BLUEPRINT:
+        # The admin console's pages post HTML forms (app/console/): the same text rule, no JSON.
+        _refuse_unstorable_text(request.form.to_dict(flat=False), "")
         return
     if request.mimetype != "application/json":
         raise UnsupportedMediaType()

@@ -52,6 +52,7 @@ REASONS = (
     "logout_all",  # POST /logout with all: true
     "token_reused",  # a spent refresh token came back: the session is treated as stolen
     "user_revoked",  # DELETE /me/sessions/{id}
+    "admin_revoked",  # an admin ending a user's sessions in the admin console
     "password_changed",  # POST /me/password (every other session)
     "password_reset",  # POST /password/reset, or an admin setting the password
     "deactivated",  # an admin (or an import) deactivating the account

@@ -194,14 +194,20 @@ def _limit_mails(key: str) -> str:
 # --- password reset -------------------------------------------------------------------------
 
 
-def request_password_reset(*, email: str, ip: str | None = None, user_agent: str | None = None) -> None:
+def request_password_reset(
+    *, email: str, ip: str | None = None, user_agent: str | None = None, actor_id: uuid.UUID | None = None
+) -> None:
     """POST /password/forgot: queue the lookup for the delivery worker; the same work for every address.
 
+    `actor_id`: the admin who asked for it (the admin console), recorded as the audit event's actor.
     Raises MailUnavailable, RateLimited (per address; per IP is app/ratelimit.py).
     """
     require_mail()
+    payload = {"email": email, "ip": ip, "user_agent": user_agent}
+    if actor_id is not None:
+        payload["actor_id"] = str(actor_id)
     with _mail_budget(f"address:{email}"):
-        outbox.enqueue(outbox.TASK, "password_forgot", {"email": email, "ip": ip, "user_agent": user_agent})
+        outbox.enqueue(outbox.TASK, "password_forgot", payload)
         db.session.commit()
 
 
@@ -212,7 +218,8 @@ def run_password_forgot(payload: dict[str, Any]) -> None:
         return
     audit.set_origin(ip=payload.get("ip"), user_agent=payload.get("user_agent"))
     mail_link(user, PASSWORD_RESET, "password_reset", to=user.email)
-    audit.record("password_reset_requested", target_id=user.id)
+    actor = payload.get("actor_id")
+    audit.record("password_reset_requested", actor_id=uuid.UUID(actor) if actor else None, target_id=user.id)
 
 
 def reset_password(*, token: str, new_password: str, now: datetime | None = None) -> User:
