@@ -33,6 +33,13 @@ from app.observability import RATE_LIMIT_FALLBACK
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0  # while in fallback, ask the storage at most this often whether it is back
+# Leases (AddressLimit): a worker takes up to LEASE_MAX hits of a large limit from the shared storage
+# at once and spends them locally for at most LEASE_SECONDS. One hit in LEASE_PER_HITS of the limit
+# at most, so a small limit (under 2,000 a window) is counted one request at a time, exactly.
+LEASE_MAX = 20
+LEASE_PER_HITS = 1000
+LEASE_SECONDS = 1.0
+LEASES_KEPT = 10_000  # addresses with a lease, per limit and worker, before expired ones are dropped
 
 FAILURE_STATUSES = frozenset({401, 403, 409})
 # A wrong second factor is a 400 (invalid input, API.md) but a failed secret check all the same.
@@ -192,6 +199,7 @@ def init_rate_limits(app: Flask) -> Limiter:
     app.extensions["checktoken_limit"] = AddressLimit(
         "checktoken",
         config["RATELIMIT_CHECKTOKEN"],
+        leases=True,
         storage_uri=config["RATELIMIT_STORAGE_URI"],
         storage_options=config["RATELIMIT_STORAGE_OPTIONS"],
         prefix=config["RATELIMIT_KEY_PREFIX"],
@@ -267,8 +275,12 @@ class AddressLimit:
         prefix: str,
         enabled: bool,
         storage_options: dict[str, Any] | None = None,
+        leases: bool = False,
     ) -> None:
-        """Parse the limits and open the storage (and the in-process one it falls back to)."""
+        """Parse the limits and open the storage (and the in-process one it falls back to).
+
+        `leases`: count large limits in leases (see _count); only for a limit nothing refunds.
+        """
         self.name = f"{prefix}:{name}"
         self.items: list[RateLimitItem] = parse_many(limits)
         self.enabled = enabled
@@ -282,6 +294,11 @@ class AddressLimit:
         self.errors = self.storage.base_exceptions if self.storage is not None else ()
         self.fallback = StorageFallback(name)
         self.next_check = 0.0
+        self.lease_sizes = [
+            max(1, min(LEASE_MAX, item.amount // LEASE_PER_HITS)) if leases else 1 for item in self.items
+        ]
+        self.leases: dict[tuple[int, str], tuple[int, float]] = {}  # (item, key) -> (hits left, until)
+        self.lease_lock = threading.Lock()
 
     def _current(self, strategy: FixedWindowRateLimiter, storage: Storage) -> FixedWindowRateLimiter:
         """The shared storage, or the in-process one while it is down (re-asked now and then)."""
@@ -311,12 +328,45 @@ class AddressLimit:
             return self._count(self.memory, key)
 
     def _count(self, strategy: FixedWindowRateLimiter, key: str) -> int | None:
-        """Hit every limit in `strategy`; the wait of the first one exceeded, if any."""
-        for item in self.items:
+        """Hit every limit in `strategy`; the wait of the first one exceeded, if any.
+
+        A large limit is hit through a lease: the shared count rises by the lease's size before any
+        of it is spent, so every worker together never exceeds the limit; a lease left unspent
+        when it ends is counted all the same (the caller loses at most LEASE_MAX hits a second per
+        worker of a limit of at least 20,000 a window). The /checkToken ceiling then costs one
+        Redis round trip in twenty requests instead of one each (it was 45% of /checkToken's CPU,
+        bench/PROFILE.md).
+        """
+        for index, item in enumerate(self.items):
+            size = self.lease_sizes[index]
+            if size > 1 and strategy is not self.memory:
+                if self._spend_lease(index, key):
+                    continue
+                if strategy.hit(item, self.name, key, cost=size):
+                    self._keep_lease(index, key, size - 1)
+                    continue
+                # Less than a lease is left in this window: the rest one by one, exactly.
             if not strategy.hit(item, self.name, key):
                 reset = strategy.get_window_stats(item, self.name, key).reset_time
                 return max(1, math.ceil(reset - time.time()))
         return None
+
+    def _spend_lease(self, index: int, key: str) -> bool:
+        """Take one hit from this worker's live lease of item `index` for `key`, if it has one."""
+        with self.lease_lock:
+            left, until = self.leases.get((index, key), (0, 0.0))
+            if left <= 0 or until <= time.monotonic():
+                return False
+            self.leases[(index, key)] = (left - 1, until)
+            return True
+
+    def _keep_lease(self, index: int, key: str, hits: int) -> None:
+        """Remember `hits` taken from the storage for this worker to spend within LEASE_SECONDS."""
+        now = time.monotonic()
+        with self.lease_lock:
+            if len(self.leases) >= LEASES_KEPT:
+                self.leases = {k: v for k, v in self.leases.items() if v[1] > now and v[0] > 0}
+            self.leases[(index, key)] = (hits, now + LEASE_SECONDS)
 
     def check(self, address: str | None) -> None:
         """Raise RateLimited when over the limit."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
+from app import ratelimit
+from app.ratelimit import AddressLimit
 from tests.conftest import PASSWORD, Auth
+from tests.databases import IN_CI
 from tests.helpers import assert_problem
 
 
@@ -139,3 +144,69 @@ def test_retry_after_is_the_real_wait_and_only_on_refusals(limited, auth):
     assert assert_429(login(client, email), "too_many_attempts") == 1  # the account's delay, not the window
     assert login(client, "other@example.com").status_code == 401  # the third failure of this address
     assert 1 <= assert_429(login(client, "another@example.com"), "rate_limited") <= 60
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def shared_redis():
+    """The machine's Redis (required under CI=true), and a key prefix of this test's, removed after it."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if IN_CI:
+            pytest.fail(f"CI=true and Redis at {REDIS_URL} is unreachable: {error}")
+        pytest.skip(f"Redis unreachable: {error}")
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    for key in client.scan_iter(f"*{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def two_workers(prefix: str, limits: str) -> list[AddressLimit]:
+    """The /checkToken ceiling as two workers hold it: two objects, one Redis count."""
+    return [
+        AddressLimit("checktoken", limits, storage_uri=REDIS_URL, prefix=prefix, enabled=True, leases=True)
+        for _ in range(2)
+    ]
+
+
+def test_a_leased_ceiling_is_never_exceeded_by_the_workers_together(shared_redis):
+    """A limit of 2,000 is leased 2 at a time: the two workers together get exactly 2,000 (issue 18)."""
+    workers = two_workers(shared_redis, "2000/minute")
+    assert workers[0].lease_sizes == [2]
+    allowed = 0
+    for _ in range(1100):
+        for worker in workers:
+            allowed += worker.retry_after("10.5.5.5") is None
+    assert allowed == 2000
+
+
+def test_a_large_ceiling_costs_one_redis_call_in_twenty(shared_redis, monkeypatch):
+    first, _ = two_workers(shared_redis, "100000/minute")
+    calls = []
+    incr = first.storage.incr
+    monkeypatch.setattr(first.storage, "incr", lambda *args, **kwargs: calls.append(args) or incr(*args, **kwargs))
+    assert all(first.retry_after("10.6.6.6") is None for _ in range(200))
+    assert len(calls) == 10
+
+
+def test_a_small_ceiling_and_the_other_budgets_count_every_request(shared_redis):
+    assert two_workers(shared_redis, "60/minute;1999/hour")[0].lease_sizes == [1, 1]
+    budget = AddressLimit(
+        "password-failures", "100000/minute", storage_uri=REDIS_URL, prefix=shared_redis, enabled=True
+    )
+    assert budget.lease_sizes == [1]  # refunded budgets are never leased
+
+
+def test_a_lease_ends_after_a_second(shared_redis, monkeypatch):
+    worker, _ = two_workers(shared_redis, "100000/minute")
+    assert worker.retry_after("10.7.7.1") is None
+    assert worker.leases[(0, "10.7.7.1")][0] == 19
+    now = time.monotonic()
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now + ratelimit.LEASE_SECONDS + 0.1)
+    assert worker.retry_after("10.7.7.1") is None
+    assert worker.leases[(0, "10.7.7.1")][0] == 19  # a new lease: the old one's hits were not spent
