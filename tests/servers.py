@@ -70,6 +70,25 @@ class RedisServer:
         _wait_for_port(self.port, up=False)
 
 
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_client():
+    """A client of the machine's shared Redis; required under CI=true."""
+    import redis
+
+    client = redis.Redis.from_url(SHARED_REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if IN_CI:
+            pytest.fail(f"CI=true and Redis at {SHARED_REDIS_URL} is unreachable: {error}")
+        pytest.skip(f"Redis unreachable: {error}")
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def redis_server():
     """A Redis started for this test, on a free port."""

@@ -7,13 +7,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 
 from app import ratelimit
 from app.ratelimit import AddressLimit
 from tests.conftest import PASSWORD, Auth
-from tests.databases import IN_CI
 from tests.helpers import assert_problem
+from tests.servers import SHARED_REDIS_URL as REDIS_URL
+from tests.servers import redis_client  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -146,24 +146,13 @@ def test_retry_after_is_the_real_wait_and_only_on_refusals(limited, auth):
     assert 1 <= assert_429(login(client, "another@example.com"), "rate_limited") <= 60
 
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
 @pytest.fixture
-def shared_redis():
-    """The machine's Redis (required under CI=true), and a key prefix of this test's, removed after it."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        if IN_CI:
-            pytest.fail(f"CI=true and Redis at {REDIS_URL} is unreachable: {error}")
-        pytest.skip(f"Redis unreachable: {error}")
+def shared_redis(redis_client):  # noqa: F811
+    """A key prefix of this test's in the machine's Redis, removed after it."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     yield prefix
-    for key in client.scan_iter(f"*{prefix}*"):
-        client.delete(key)
-    client.close()
+    for key in redis_client.scan_iter(f"*{prefix}*"):
+        redis_client.delete(key)
 
 
 def two_workers(prefix: str, limits: str) -> list[AddressLimit]:

@@ -7,30 +7,15 @@ import uuid
 from collections import Counter
 
 import pytest
-import redis
 
-from tests.databases import IN_CI
 from tests.e2e.server import running_server
+from tests.servers import SHARED_REDIS_URL as REDIS_URL
+from tests.servers import redis_client  # noqa: F401  (fixture)
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def redis_client():
-    """The machine's Redis; required under CI=true."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        if IN_CI:
-            pytest.fail(f"CI=true and Redis at {REDIS_URL} is unreachable: {error}")
-        pytest.skip(f"Redis unreachable: {error}")
-    yield client
-    client.close()
-
-
-def test_limits_are_shared_by_two_workers(tmp_path, redis_client):
+def test_limits_are_shared_by_two_workers(tmp_path, redis_client):  # noqa: F811
     prefix = f"t{uuid.uuid4().hex[:10]}"
     with running_server(
         tmp_path,
