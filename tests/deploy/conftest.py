@@ -359,3 +359,40 @@ def require_or_skip(problem: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true: {problem}")
     pytest.skip(problem)
+
+
+def find_binary(name: str, fallback: str) -> str | None:
+    """A Debian package's binary on PATH, or at `fallback` (/usr/sbin is not in every PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    return fallback if os.access(fallback, os.X_OK) else None
+
+
+def apt_install(package: str, name: str, fallback: str) -> str | None:
+    """apt-get install `package` (refreshing the package lists once if needed); None or why not."""
+    if shutil.which("apt-get") is None:
+        return f"{package} is not installed and there is no apt-get to install it"
+    if os.geteuid() != 0:
+        return f"{package} is not installed and installing it needs root: apt-get install {package}"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:  # a fresh machine has no package lists yet
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 or find_binary(name, fallback) is None:
+        return f"apt-get install {package} failed: {(result.stderr or result.stdout).strip()[-500:]}"
+    return None
+
+
+def debian_binary(package: str, fallback: str) -> str:
+    """The package's binary, installed when missing; a skip locally (a failure under CI) if impossible."""
+    binary = find_binary(package, fallback)
+    if binary is None:
+        problem = apt_install(package, package, fallback)
+        if problem is not None:
+            require_or_skip(problem)
+        binary = find_binary(package, fallback)
+    assert binary is not None
+    return binary

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +25,9 @@ from tests.deploy.conftest import (
     Response,
     answers,
     call,
+    debian_binary,
     flask,
     free_port,
-    require_or_skip,
     service_env,
     trusting,
     wait_until,
@@ -44,41 +43,10 @@ assert IDENTITY in ECHO_UPSTREAM
 ECHO = ECHO_UPSTREAM.replace(IDENTITY, IDENTITY + ' "X-User-Amr", "X-Forwarded-Host",')
 
 
-def find_caddy() -> str | None:
-    """The caddy binary, if installed."""
-    found = shutil.which("caddy")
-    if found:
-        return found
-    return "/usr/bin/caddy" if os.access("/usr/bin/caddy", os.X_OK) else None
-
-
-def install_caddy() -> str | None:
-    """apt-get install caddy (refreshing the package lists once if needed); None or why not."""
-    if shutil.which("apt-get") is None:
-        return "caddy is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return "caddy is not installed and installing it needs root: apt-get install caddy"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "caddy"]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:  # a fresh machine has no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0 or find_caddy() is None:
-        return f"apt-get install caddy failed: {(result.stderr or result.stdout).strip()[-500:]}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def caddy_binary() -> str:
     """caddy, installed by this set-up when missing; a skip locally (a failure under CI) if impossible."""
-    binary = find_caddy()
-    if binary is None:
-        problem = install_caddy()
-        if problem is not None:
-            require_or_skip(problem)
-        binary = find_caddy()
-    return binary
+    return debian_binary("caddy", "/usr/bin/caddy")
 
 
 def render_caddyfile(ports: dict[str, int], cert: Path, key: Path) -> str:

@@ -9,8 +9,6 @@ the auth_request wiring tested here is the one operators copy.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from tests.deploy.conftest import (
     ROOT,
     answers,
     call,
+    debian_binary,
     flask,
     free_port,
     require_or_skip,
@@ -67,40 +66,10 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
 """
 
 
-def find_nginx() -> str | None:
-    """The nginx binary, if installed (/usr/sbin is not in every PATH)."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-
-
-def install_nginx() -> str | None:
-    """apt-get install nginx (refreshing the package lists once if needed); None or why not."""
-    if shutil.which("apt-get") is None:
-        return "nginx is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return "nginx is not installed and installing it needs root: apt-get install nginx"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:  # a fresh machine has no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0 or find_nginx() is None:
-        return f"apt-get install nginx failed: {(result.stderr or result.stdout).strip()[-500:]}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def nginx_binary() -> str:
     """nginx, installed by this set-up when missing; a skip locally (a failure under CI) if impossible."""
-    binary = find_nginx()
-    if binary is None:
-        problem = install_nginx()
-        if problem is not None:
-            require_or_skip(problem)
-        binary = find_nginx()
+    binary = debian_binary("nginx", "/usr/sbin/nginx")
     modules = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
     if "http_auth_request_module" not in modules:
         require_or_skip(f"{binary} was built without the auth_request module")
