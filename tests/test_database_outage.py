@@ -149,24 +149,26 @@ def test_health_stays_fast_while_the_users_table_is_locked(tmp_path, request):
         assert server.call("POST", "/login", {"email": email, "password": PASSWORD})[0] == 200
 
 
-def test_a_stopped_database_logs_one_line_per_request_and_keeps_the_login_budget(
-    postgres_server,  # noqa: F811
-    tmp_path,
-    capsys,
-):
-    backend = Backend("postgresql", postgres_server.url)
+def _app_on_a_stoppable_database(server, tmp_path, **overrides):
+    """A migrated database on the test's own PostgreSQL (which it may stop), and an app with limits on."""
+    backend = Backend("postgresql", server.url)
     url = backend.create(str(tmp_path))
     migrate = make_test_app(url)
     with migrate.app_context():
         upgrade()
         db.engine.dispose()
-    app = make_test_app(
-        url,
-        RATELIMIT_ENABLED="true",
-        RATELIMIT_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}",
-        RATELIMIT_LOGIN="5/minute",
-        RATELIMIT_LOGIN_FAILURES="5/minute",
-        DATABASE_CONNECT_TIMEOUT="1",
+    settings = {"RATELIMIT_ENABLED": "true", "RATELIMIT_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}"}
+    app = make_test_app(url, DATABASE_CONNECT_TIMEOUT="1", **settings, **overrides)
+    return backend, url, app
+
+
+def test_a_stopped_database_logs_one_line_per_request_and_keeps_the_login_budget(
+    postgres_server,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    backend, url, app = _app_on_a_stoppable_database(
+        postgres_server, tmp_path, RATELIMIT_LOGIN="5/minute", RATELIMIT_LOGIN_FAILURES="5/minute"
     )
     client = app.test_client()
     email = f"u{uuid.uuid4().hex[:8]}@example.com"
@@ -208,19 +210,8 @@ def test_a_stopped_database_does_not_spend_the_mail_budget_of_an_address(
     smtp_server,
 ):
     """/password/forgot answered 503 during an outage gives the address's mail back (issue 11)."""
-    backend = Backend("postgresql", postgres_server.url)
-    url = backend.create(str(tmp_path))
-    migrate = make_test_app(url)
-    with migrate.app_context():
-        upgrade()
-        db.engine.dispose()
-    app = make_test_app(
-        url,
-        MAIL_URL=smtp_server.url(),
-        RATELIMIT_ENABLED="true",
-        RATELIMIT_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}",
-        RATELIMIT_MAIL_PER_ADDRESS="2/hour",
-        DATABASE_CONNECT_TIMEOUT="1",
+    backend, url, app = _app_on_a_stoppable_database(
+        postgres_server, tmp_path, MAIL_URL=smtp_server.url(), RATELIMIT_MAIL_PER_ADDRESS="2/hour"
     )
     client = app.test_client()
     email = f"u{uuid.uuid4().hex[:8]}@example.com"

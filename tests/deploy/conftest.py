@@ -396,3 +396,19 @@ def debian_binary(package: str, fallback: str) -> str:
         binary = find_binary(package, fallback)
     assert binary is not None
     return binary
+
+
+# The password the gateway tests sign up with.
+GATEWAY_PASSWORD = "correct horse battery staple"
+
+
+def gw(gateway, path: str, method: str = "GET", **kwargs):
+    """A call through the gateway over HTTPS."""
+    return call(gateway["base"] + path, method, context=gateway["context"], timeout=10, **kwargs)
+
+
+def signup(gateway, email: str) -> dict:
+    """Sign up through the gateway."""
+    response = gw(gateway, "/auth/signup", "POST", body={"email": email, "password": GATEWAY_PASSWORD, "name": "Gate"})
+    assert response.status == 201, response.body
+    return response.json()

@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import (
+    GATEWAY_PASSWORD as PASSWORD,
+)
+from tests.deploy.conftest import (
     ROOT,
     Response,
     answers,
@@ -28,7 +31,9 @@ from tests.deploy.conftest import (
     debian_binary,
     flask,
     free_port,
+    gw,
     service_env,
+    signup,
     trusting,
     wait_until,
 )
@@ -37,7 +42,7 @@ from tests.deploy.test_gateway import ECHO_UPSTREAM
 pytestmark = pytest.mark.slow
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
-PASSWORD = "correct horse battery staple"
+
 IDENTITY = '"X-User-Id", "X-User-Email", "X-User-Roles",'
 assert IDENTITY in ECHO_UPSTREAM
 ECHO = ECHO_UPSTREAM.replace(IDENTITY, IDENTITY + ' "X-User-Amr", "X-Forwarded-Host",')
@@ -124,18 +129,6 @@ def gateway(caddy_binary, databases, entrypoints, module_workdir):
         caddy_out.close()
         upstream.terminate()
         upstream.wait(timeout=15)
-
-
-def gw(gateway, path: str, method: str = "GET", **kwargs):
-    """A call through the gateway over HTTPS."""
-    return call(gateway["base"] + path, method, context=gateway["context"], timeout=10, **kwargs)
-
-
-def signup(gateway, email: str) -> dict:
-    """Sign up through the gateway."""
-    response = gw(gateway, "/auth/signup", "POST", body={"email": email, "password": PASSWORD, "name": "Gate"})
-    assert response.status == 201, response.body
-    return response.json()
 
 
 def test_no_token_is_401_at_the_gateway_and_never_reaches_the_service(gateway):

@@ -17,14 +17,19 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import (
+    GATEWAY_PASSWORD as PASSWORD,
+)
+from tests.deploy.conftest import (
     ROOT,
     answers,
     call,
     debian_binary,
     flask,
     free_port,
+    gw,
     require_or_skip,
     service_env,
+    signup,
     trusting,
     wait_until,
 )
@@ -32,7 +37,6 @@ from tests.deploy.conftest import (
 pytestmark = pytest.mark.slow
 
 GATEWAY_CONF = ROOT / "deploy" / "nginx" / "gateway.conf"
-PASSWORD = "correct horse battery staple"
 
 ECHO_UPSTREAM = """
 import json, sys
@@ -171,18 +175,6 @@ def gateway(nginx_binary, databases, entrypoints, module_workdir):
         nginx_out.close()
         upstream.terminate()
         upstream.wait(timeout=15)
-
-
-def gw(gateway, path: str, method: str = "GET", **kwargs):
-    """A call through the gateway over HTTPS."""
-    return call(gateway["base"] + path, method, context=gateway["context"], timeout=10, **kwargs)
-
-
-def signup(gateway, email: str) -> dict:
-    """Sign up through the gateway."""
-    response = gw(gateway, "/auth/signup", "POST", body={"email": email, "password": PASSWORD, "name": "Gate"})
-    assert response.status == 201, response.body
-    return response.json()
 
 
 def test_no_token_is_401_at_the_gateway_and_never_reaches_the_service(gateway):
