@@ -18,15 +18,76 @@ completing new connections that nobody would accept, and reset them when the wor
 a stopping worker takes the connections the kernel has already queued, then closes its copy:
 once every process has done so, a new connection is refused (ECONNREFUSED) and the client or load
 balancer tries another instance, while the requests in flight finish.
+
+And it keeps liveness answering when every thread is busy. A request thread waiting on a slow
+or locked database holds it for up to the bound (DATABASE_STATEMENT_TIMEOUT), and gthread queued
+every new connection behind such waits: a liveness probe took seconds and the kubelet, past its
+timeout, restarted pods whose only trouble was the database. Here the event loop reads a new
+connection's request head itself (after the TLS handshake, non-blocking, when gunicorn serves
+TLS) before choosing a thread: `GET` or `HEAD` of `<URL_PREFIX>/health`, head complete and
+without a body, goes to a thread of its own (PROBE_LANE), which /health never makes wait (it
+touches nothing); every other request goes to the pool as before, with the bytes read handed to
+its parser. Kept-alive connections are read the same way for their next request.
 """
 
 from __future__ import annotations
 
+import errno
+import selectors
+import ssl
 import time
+from collections.abc import Callable
+from concurrent import futures
+from functools import partial
 
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn import http
+from gunicorn import sock as gsock
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
 ACCEPT_DELAY = 0.005  # seconds a full worker leaves a new connection to the others
+PROBE_PATH = "/health"  # under URL_PREFIX: the liveness endpoint (app/api/meta.py), answered on its own thread
+HEAD_LIMIT = 8192  # bytes of a request head read on the event loop; a probe's is a few hundred
+HEAD_WAIT = 1.0  # seconds a request that starts like a probe has to complete its head; then it is any request
+_WAIT = object()  # the head so far could still be a probe's: read more
+
+
+class SniffedConn(TConn):
+    """A connection whose TLS handshake and first bytes the event loop has taken care of."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        """Nothing read yet."""
+        super().__init__(*args, **kwargs)
+        self.buffered = b""  # read from the socket by the event loop; the parser gets it back
+        self.wrapped = False  # the event loop wrapped the socket in TLS (the handshake may be under way)
+        self.handshaken = False
+        self.deadline = 0.0  # when the event loop gives up waiting for the head (monotonic)
+
+    def init(self) -> None:
+        """As TConn.init, on the socket the event loop already wrapped, with the bytes it read."""
+        if self.initialized:
+            return
+        if not self.wrapped:
+            super().init()  # plain HTTP: the parser is made there (or HTTP/2 prior knowledge sniffed)
+        else:
+            self.initialized = True
+            self.sock.setblocking(True)
+            if gsock.is_http2_negotiated(self.sock):
+                self.is_http2 = True
+                self.parser = http.get_parser(self.cfg, self.sock, self.client, http2_connection=True)
+                self.parser.initiate_connection()
+            else:
+                self.parser = http.get_parser(self.cfg, self.sock, self.client)
+        self.hand_back()
+
+    def hand_back(self) -> None:
+        """Give the bytes the event loop read to the parser, ahead of what is still on the socket."""
+        if self.buffered and self.parser is not None:
+            if self.is_http2:
+                self.parser.receive_data(self.buffered)
+            else:
+                self.parser.unreader.unread(self.buffered)
+            self.buffered = b""
 
 
 class BalancedThreadWorker(ThreadWorker):
@@ -37,6 +98,20 @@ class BalancedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.paused_until: float | None = None  # accepting is off until then
         self.take_next = False  # the pause is over: accept the next connection even when full
+        self.sniffing: set[SniffedConn] = set()  # connections whose request head the event loop is reading
+        self.probe_lane: futures.ThreadPoolExecutor | None = None
+        self.probe_targets: tuple[bytes, ...] = ()
+
+    def run(self) -> None:
+        """Serve, with a thread of its own for the liveness probe."""
+        prefix = str(getattr(self.wsgi, "config", {}).get("URL_PREFIX", "") or "")
+        path = (prefix.rstrip("/") + PROBE_PATH).encode("ascii")
+        self.probe_targets = (b"GET " + path, b"HEAD " + path)
+        self.probe_lane = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        try:
+            super().run()
+        finally:
+            self.probe_lane.shutdown(wait=False)
 
     def accept(self, listener) -> None:
         """Accept, unless this worker is full and has not yet left the connection to the others."""
@@ -45,7 +120,146 @@ class BalancedThreadWorker(ThreadWorker):
             super().set_accept_enabled(False)
             return
         self.take_next = False
-        super().accept(listener)
+        self.take(listener)
+
+    def take(self, listener) -> None:
+        """Accept one connection, if one waits, and start reading its request head on the event loop."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = SniffedConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.deadline = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT + self.cfg.keepalive
+        if not self.cfg.is_ssl and negotiation.prior_knowledge_allowed(self.cfg, client_addr):
+            self.dispatch(conn, self.tpool)  # HTTP/2 prior knowledge: TConn.init reads the preface itself
+            return
+        if self.cfg.is_ssl:
+            try:
+                conn.sock = gsock.ssl_context(self.cfg).wrap_socket(
+                    conn.sock,
+                    server_side=True,
+                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+                    do_handshake_on_connect=False,
+                )
+            except (OSError, ValueError) as error:
+                self.log.warning("TLS set-up failed for a new connection: %s", error)
+                self.drop(conn)
+                return
+            conn.wrapped = True
+        self.sniffing.add(conn)
+        self.watch(conn, selectors.EVENT_READ, register=True)
+
+    def watch(self, conn: SniffedConn, events: int, *, register: bool = False) -> None:
+        """Call read_head when `conn` is readable (or writable, for a TLS handshake that must write)."""
+        callback: Callable[[object], None] = partial(self.read_head, conn)
+        if register:
+            self.poller.register(conn.sock, events, callback)
+        else:
+            self.poller.modify(conn.sock, events, callback)
+
+    def read_head(self, conn: SniffedConn, _fileobj=None) -> None:
+        """On the event loop: shake hands, read what has come, and send the connection to its thread."""
+        try:
+            if conn.wrapped and not conn.handshaken:
+                conn.sock.do_handshake()
+                conn.handshaken = True
+                if gsock.is_http2_negotiated(conn.sock):
+                    self.unwatch(conn)
+                    self.dispatch(conn, self.tpool)
+                    return
+            while len(conn.buffered) < HEAD_LIMIT:
+                chunk = conn.sock.recv(HEAD_LIMIT - len(conn.buffered))
+                if not chunk:  # closed before (or in the middle of) a request
+                    self.unwatch(conn)
+                    self.drop(conn)
+                    return
+                conn.buffered += chunk
+                if not conn.wrapped:
+                    break  # a plain socket gave all it had; TLS may hold more decrypted already
+        except ssl.SSLWantWriteError:
+            self.watch(conn, selectors.EVENT_WRITE)
+            return
+        except (ssl.SSLWantReadError, BlockingIOError):
+            if not conn.buffered:
+                self.watch(conn, selectors.EVENT_READ)
+                return
+        except (OSError, ssl.SSLError) as error:  # a failed handshake, a reset
+            self.log.debug("connection closed before its request: %s", error)
+            self.unwatch(conn)
+            self.drop(conn)
+            return
+        lane = self.lane_for(conn.buffered)
+        if lane is _WAIT and len(conn.buffered) < HEAD_LIMIT:
+            conn.deadline = min(conn.deadline, time.monotonic() + HEAD_WAIT)
+            self.watch(conn, selectors.EVENT_READ)
+            return
+        self.unwatch(conn)
+        self.dispatch(conn, lane if isinstance(lane, futures.Executor) else self.tpool)
+
+    def lane_for(self, head: bytes) -> object:
+        """The probe lane for a complete, bodiless GET/HEAD of the probe path; _WAIT while it may be one; else None."""
+        line, crlf, _ = head.partition(b"\r\n")
+        if not crlf:  # the request line is not complete yet
+            could_be = any(target.startswith(line) or line.startswith(target) for target in self.probe_targets)
+            return _WAIT if could_be else None
+        method_path, _, version = line.rpartition(b" ")
+        path = method_path.split(b"?", 1)[0]
+        if path not in self.probe_targets or version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            return None
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            return _WAIT
+        fields = head[:end].lower()
+        if b"\r\ncontent-length:" in fields or b"\r\ntransfer-encoding:" in fields:
+            return None  # a body: the pool reads it, not the lane
+        return self.probe_lane
+
+    def dispatch(self, conn: SniffedConn, pool: futures.Executor) -> None:
+        """Serve `conn` on a thread of `pool`; the event loop takes it back when the request is done."""
+        conn.data_ready = True  # its bytes are here (or buffered): no thread waits for them
+        if conn.initialized:
+            conn.hand_back()  # a kept-alive connection: its parser exists already
+        future = pool.submit(self.handle, conn)
+        future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
+
+    def unwatch(self, conn: SniffedConn) -> None:
+        """Stop reading `conn`'s head on the event loop."""
+        self.sniffing.discard(conn)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def drop(self, conn: TConn) -> None:
+        """Close a connection that will carry no request."""
+        self.nr_conns -= 1
+        conn.close()
+
+    def on_client_socket_readable(self, conn, client) -> None:
+        """A kept-alive connection's next request: its head is read on the event loop too."""
+        if not isinstance(conn, SniffedConn):
+            super().on_client_socket_readable(conn, client)
+            return
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        conn.deadline = time.monotonic() + HEAD_WAIT
+        self.sniffing.add(conn)
+        self.watch(conn, selectors.EVENT_READ, register=True)
+        self.read_head(conn)  # readable already
+
+    def murder_pending(self) -> None:
+        """Also: a connection that sent no request in time is closed; a head that stalled goes to the pool."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in [conn for conn in self.sniffing if conn.deadline <= now]:
+            self.unwatch(conn)
+            if conn.buffered:
+                self.dispatch(conn, self.tpool)  # the pool's parser waits for the rest, as it always did
+            else:
+                self.drop(conn)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """The run loop turns accepting back on every turn; not while paused, and never once stopping."""
@@ -69,7 +283,7 @@ class BalancedThreadWorker(ThreadWorker):
             while True:
                 before = self.nr_conns
                 try:
-                    ThreadWorker.accept(self, listener)  # non-blocking; nothing taken when none waits
+                    self.take(listener)  # non-blocking; nothing taken when none waits
                 except OSError:  # out of file descriptors, say: what is left is reset, as before
                     break
                 if self.nr_conns == before:

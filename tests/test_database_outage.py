@@ -6,7 +6,10 @@ import json
 import sqlite3
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
@@ -136,10 +139,8 @@ def test_health_stays_fast_while_the_users_table_is_locked(tmp_path, request):
                 worker.join()
         finally:
             lock.release()
-        # A probe that lands on a worker whose threads are all in a (bounded) wait waits for one;
-        # gthread queues it (docs/OPERATIONS.md). Before the bound, that was the whole lock: 40 s.
-        assert len(probes) >= 5 and max(probes) < BOUND + 0.5, probes
-        assert sorted(probes)[len(probes) * 3 // 4] < 0.2, probes
+        # /health has a thread of its own in each worker (deploy/gthread.py): busy threads do not delay it.
+        assert len(probes) >= 5 and max(probes) < 1.0, probes
         assert len(results) == 6
         for path, status, retry_after, answer, elapsed in results:
             assert status == 503 and answer["code"] == "service_unavailable", (path, status, answer)
@@ -147,6 +148,73 @@ def test_health_stays_fast_while_the_users_table_is_locked(tmp_path, request):
             assert elapsed < BOUND + MARGIN, (path, elapsed)
         # And the bound let go of the budget too: the database is back, so is the login.
         assert server.call("POST", "/login", {"email": email, "password": PASSWORD})[0] == 200
+
+
+PROBE_LIMIT = 1.0  # seconds a liveness probe may take, well inside Kubernetes' timeoutSeconds (2)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_health_answers_within_a_second_while_more_clients_than_threads_wait_on_a_lock(tmp_path, request, tls):
+    """Issue 9 item 13: 8 clients keep every one of the 2 x 2 threads waiting on a locked table,
+    with more queued behind them; liveness probes on fresh connections still answer in < 1 s.
+
+    Before deploy/gthread.py's probe lane, a probe queued behind the waiting requests: 1.3-4.4 s
+    each with a 3 s bound, most past the kubelet's 2 s timeout.
+    """
+    if request.config.backend_problems.get("postgresql"):
+        pytest.skip("PostgreSQL unreachable")
+    bound = 3  # the production default is 5; long enough that the queue is deep
+    with running_server(tmp_path, "postgresql", tls=tls, workers=2, DATABASE_STATEMENT_TIMEOUT=str(bound)) as server:
+        email = f"u{uuid.uuid4().hex[:8]}@example.com"
+        assert server.call("POST", "/signup", _body(email))[0] == 201
+        lock = _Locked(server.database_url, "postgresql")
+        stop = threading.Event()
+        answers: list[int] = []
+
+        def client():
+            while not stop.is_set():
+                answers.append(server.call("POST", "/login", {"email": email, "password": PASSWORD})[0])
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        probes: list[tuple[float, object]] = []
+        try:
+            for thread in clients:
+                thread.start()
+            time.sleep(0.5)  # every thread is waiting on the lock, and requests are queued
+            # A probe every 0.2 s for two bounds, each on its own fresh connection (as the kubelet's).
+            prober = [threading.Thread(target=lambda: probes.append(_probe(server))) for _ in range(10 * bound)]
+            for thread in prober:
+                thread.start()
+                time.sleep(0.2)
+            for thread in prober:
+                thread.join()
+            during = list(answers)
+        finally:
+            stop.set()
+            lock.release()
+            for thread in clients:
+                thread.join()
+        print(f"probe latencies ({'https' if tls else 'http'}):", sorted(probes))
+        assert during and set(during) <= {503}, Counter(during)  # the waits really were on the lock
+        assert all(outcome == 200 for _, outcome in probes), sorted(probes)
+        assert max(latency for latency, _ in probes) < PROBE_LIMIT, sorted(probes)
+        # Keep-alive and other requests on the same workers are served as before.
+        assert server.call("POST", "/login", {"email": email, "password": PASSWORD})[0] == 200
+        assert "Traceback" not in server.log_path.read_text()
+
+
+def _probe(server, path: str = "/health", timeout: float = 5.0) -> tuple[float, object]:
+    """(seconds, status or error) of one GET on a fresh connection, as a probe with `timeout` sees it."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(server.base + path, context=server.context, timeout=timeout) as response:
+            outcome: object = response.status
+    except urllib.error.HTTPError as error:
+        outcome = error.code
+    except OSError as error:  # a timeout, a reset
+        outcome = type(error).__name__
+    return round(time.monotonic() - started, 3), outcome
 
 
 def _app_on_a_stoppable_database(server, tmp_path, **overrides):
