@@ -20,6 +20,8 @@ blp = Blueprint("meta", __name__, description="Operations")
 @blp.response(200, HealthSchema)
 def liveness():
     """200 while the process is up; touches nothing else."""
+    # Under gunicorn each worker serves this on one thread of its own (deploy/gthread.py), so that
+    # probes pass while every request thread waits on the database: keep it waiting on nothing.
     return {"status": "ok"}
 
 
