@@ -33,6 +33,7 @@ its parser. Kept-alive connections are read the same way for their next request.
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import ssl
 import time
@@ -101,6 +102,7 @@ class BalancedThreadWorker(ThreadWorker):
         self.sniffing: set[SniffedConn] = set()  # connections whose request head the event loop is reading
         self.probe_lane: futures.ThreadPoolExecutor | None = None
         self.probe_targets: tuple[bytes, ...] = ()
+        self.tls_cache: tuple[list[tuple[str, int, int, int]], ssl.SSLContext] | None = None
 
     def run(self) -> None:
         """Serve, with a thread of its own for the liveness probe."""
@@ -138,7 +140,7 @@ class BalancedThreadWorker(ThreadWorker):
             return
         if self.cfg.is_ssl:
             try:
-                conn.sock = gsock.ssl_context(self.cfg).wrap_socket(
+                conn.sock = self.tls_context().wrap_socket(
                     conn.sock,
                     server_side=True,
                     suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
@@ -151,6 +153,23 @@ class BalancedThreadWorker(ThreadWorker):
             conn.wrapped = True
         self.sniffing.add(conn)
         self.watch(conn, selectors.EVENT_READ, register=True)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """gunicorn's TLS context (deploy/gunicorn.conf.py's ssl_context hook), made again only when its files change.
+
+        gunicorn makes a new one per connection, which reads the system's CA store and the key
+        every time: a few milliseconds that the event loop would now spend for every connection.
+        Made again when a file's size or time changes, so a renewed certificate (a Secret's files
+        replaced) is served from the next connection on, as before.
+        """
+        files = [name for name in (self.cfg.certfile, self.cfg.keyfile, self.cfg.ca_certs) if name]
+        stamp = []
+        for name in files:
+            status = os.stat(name)
+            stamp.append((name, status.st_mtime_ns, status.st_size, status.st_ino))
+        if self.tls_cache is None or self.tls_cache[0] != stamp:
+            self.tls_cache = (stamp, gsock.ssl_context(self.cfg))
+        return self.tls_cache[1]
 
     def watch(self, conn: SniffedConn, events: int, *, register: bool = False) -> None:
         """Call read_head when `conn` is readable (or writable, for a TLS handshake that must write)."""

@@ -108,6 +108,18 @@ app = App()
 """
 
 
+def _certificate(folder) -> tuple:
+    """A new self-signed certificate for localhost in `folder`: (cert.pem, key.pem)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 class _Busy:
     """gunicorn with deploy/gthread.py serving BUSY_APP: 1 worker x 2 threads, plain or TLS."""
 
@@ -125,13 +137,7 @@ class _Busy:
         env.pop("TLS_CERT_FILE", None)
         env.pop("TLS_KEY_FILE", None)
         if tls:
-            cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-            subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                 "-addext", "subjectAltName=DNS:localhost"],
-                check=True, capture_output=True,
-            )  # fmt: skip
+            cert, key = _certificate(tmp_path)
             env.update(TLS_CERT_FILE=str(cert), TLS_KEY_FILE=str(key))
             self.context = ssl.create_default_context(cafile=str(cert))
         self.log = tmp_path / "gunicorn.log"
@@ -258,6 +264,27 @@ def test_requests_read_on_the_event_loop_reach_the_app_whole(tmp_path, tls):
                 raw.recv(4096)  # a plain answer, or (TLS) the connection closed
             except ConnectionResetError:
                 assert tls
+        assert server.ask(b"GET /auth/health HTTP/1.1\r\nHost: t\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_renewed_certificate_is_served_from_the_next_connection(tmp_path):
+    """The worker keeps its TLS context between connections, and makes it again when the files change."""
+    server = _Busy(tmp_path, tls=True)
+    try:
+        with server.connect() as connection:
+            first = connection.getpeercert(binary_form=True)
+        renewed = tmp_path / "renewed"
+        renewed.mkdir()
+        new_cert, new_key = _certificate(renewed)
+        # As a Secret's files are replaced: new files renamed over the old ones.
+        os.replace(new_key, tmp_path / "key.pem")
+        os.replace(new_cert, tmp_path / "cert.pem")
+        server.context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        with server.connect() as connection:
+            assert connection.getpeercert(binary_form=True) != first
         assert server.ask(b"GET /auth/health HTTP/1.1\r\nHost: t\r\n\r\n").startswith(b"HTTP/1.1 200")
     finally:
         log = server.stop()
