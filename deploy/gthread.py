@@ -27,7 +27,9 @@ connection's request head itself (after the TLS handshake, non-blocking, when gu
 TLS) before choosing a thread: `GET` or `HEAD` of `<URL_PREFIX>/health`, head complete and
 without a body, goes to a thread of its own (PROBE_LANE), which /health never makes wait (it
 touches nothing); every other request goes to the pool as before, with the bytes read handed to
-its parser. Kept-alive connections are read the same way for their next request.
+its parser. Kept-alive connections are read the same way for their next request. A connection
+that has sent nothing yet no longer holds a request thread while it waits (gthread gave it one
+for up to 5 s): it waits on the event loop.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class SniffedConn(TConn):
 
 
 class BalancedThreadWorker(ThreadWorker):
-    """ThreadWorker that defers accepting while it already has a connection per thread."""
+    """ThreadWorker that defers accepting while full, stops listening on SIGTERM, and gives /health its own thread."""
 
     def __init__(self, *args, **kwargs) -> None:
         """Not pausing, to begin with."""
@@ -264,7 +266,7 @@ class BalancedThreadWorker(ThreadWorker):
             return
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        conn.deadline = time.monotonic() + HEAD_WAIT
+        conn.deadline = max(conn.timeout or 0.0, time.monotonic() + HEAD_WAIT)  # its keep-alive, at least
         self.sniffing.add(conn)
         self.watch(conn, selectors.EVENT_READ, register=True)
         self.read_head(conn)  # readable already
