@@ -32,6 +32,8 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 UNREACHABLE_LIMIT = "100000000/minute"
 HASH_SAMPLES = 21
 BASELINE, BASELINE_AGAIN = "baseline", "baseline again"
+FLOOR, FLOOR_AGAIN = "WSGI floor", "WSGI floor again"
+YARDSTICKS = (BASELINE, BASELINE_AGAIN, FLOOR, FLOOR_AGAIN)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -130,6 +132,7 @@ class Harness:
         self.out.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.baseline_rps: dict[int, float] = {}
+        self.floor_rps: dict[int, float] = {}
         self.memory: dict[str, Any] = {}
         self.seed_seconds: dict[str, float] = {}
         self.database = BenchDatabase(args.postgres_url)
@@ -137,8 +140,9 @@ class Harness:
         self.workers, self.threads = gunicorn_sizes()
 
     def row(self, endpoint: str, scale: int, result: LoadResult) -> dict[str, Any]:
-        """A table row, with the ratio to this scale's baseline."""
+        """A table row, with the ratios to this scale's baseline and WSGI floor."""
         baseline = self.baseline_rps.get(scale)
+        floor = self.floor_rps.get(scale)
         row = {
             "endpoint": endpoint,
             "scale": scale,
@@ -152,13 +156,14 @@ class Harness:
             "wrapped": result.wrapped,
             "statuses": result.statuses or {},
             "ratio": result.rps / baseline if baseline else 1.0,
+            "floor_ratio": result.rps / floor if floor else 1.0,
             "cpu_ms": result.cpu_ms,
         }
         self.rows.append(row)
         print(
             f"  {endpoint:<12} {scale:>9,}  {result.rps:9.1f} req/s  p50 {result.p50_ms:7.1f} ms  "
             f"p99 {result.p99_ms:7.1f} ms  non-2xx {result.non2xx}  invalid {result.invalid}  "
-            f"errors {result.errors}  × baseline {row['ratio']:.2f}  CPU/req "
+            f"errors {result.errors}  × baseline {row['ratio']:.2f}  × floor {row['floor_ratio']:.2f}  CPU/req "
             f"{'-' if result.cpu_ms is None else f'{result.cpu_ms:.3f} ms'}",
             flush=True,
         )
@@ -171,6 +176,19 @@ class Harness:
         spent = server.cpu_seconds() - before
         result.cpu_ms = spent * 1000 / result.requests if result.requests else None
         return result
+
+    def yardsticks(
+        self, baseline: Gunicorn, floor: Gunicorn, ping: Scenario, scale: int, *, again: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The bare-Flask endpoint, then the bare WSGI callable, one after the other (each warmed up)."""
+        rows = []
+        pairs = ((baseline, BASELINE_AGAIN if again else BASELINE), (floor, FLOOR_AGAIN if again else FLOOR))
+        for server, name in pairs:
+            self.loadgen.run(server.base_url, ping, self.args.warmup)
+            rows.append(self.row(name, scale, self.measured(server, ping, self.args.duration)))
+            if not again:  # a first ratio, until the second run gives the mean
+                (self.baseline_rps if server is baseline else self.floor_rps)[scale] = rows[-1]["rps"]
+        return rows[0], rows[1]
 
     def service_env(self) -> dict[str, str]:
         """Production settings against the bench database; plain HTTP (no TLS files)."""
@@ -279,6 +297,9 @@ class Harness:
         baseline = Gunicorn("baseline", "bench.baseline:app", env, self.out / "gunicorn-baseline.log", "/ping")
         self.servers.append(baseline)
         baseline.start(expected_workers=self.workers)
+        floor = Gunicorn("floor", "bench.baseline:floor", env, self.out / "gunicorn-floor.log", "/ping")
+        self.servers.append(floor)
+        floor.start(expected_workers=self.workers)
         ping = Scenario("baseline GET /ping", "GET", "/ping")
 
         for scale in args.scales:
@@ -295,9 +316,7 @@ class Harness:
             phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in seeded.phases.items())
             print(f"  seeded {seeded.counts} in {seeded.seconds:.1f} s ({phases})", flush=True)
 
-            self.loadgen.run(baseline.base_url, ping, args.warmup)
-            first = self.row(BASELINE, scale, self.measured(baseline, ping, args.duration))
-            self.baseline_rps[scale] = first["rps"]
+            first, first_floor = self.yardsticks(baseline, floor, ping, scale, again=False)
 
             service = Gunicorn(
                 f"service-{scale}", "wsgi:app", env, self.out / f"gunicorn-service-{scale}.log", "/health"
@@ -308,12 +327,16 @@ class Harness:
             step.run()
             # The baseline again, after the service's runs: the ratios use the mean of both, and
             # their spread shows how much the machine's speed moved during the step.
-            second = self.row(BASELINE_AGAIN, scale, self.measured(baseline, ping, args.duration))
+            # The floor likewise; every row's ratios use the means.
+            second, second_floor = self.yardsticks(baseline, floor, ping, scale, again=True)
             self.baseline_rps[scale] = (first["rps"] + second["rps"]) / 2
+            self.floor_rps[scale] = (first_floor["rps"] + second_floor["rps"]) / 2
             second["spread"] = abs(first["rps"] - second["rps"]) / self.baseline_rps[scale]
+            second_floor["spread"] = abs(first_floor["rps"] - second_floor["rps"]) / self.floor_rps[scale]
             for row in self.rows:
                 if row["scale"] == scale:
                     row["ratio"] = row["rps"] / self.baseline_rps[scale]
+                    row["floor_ratio"] = row["rps"] / self.floor_rps[scale]
             if args.profile and scale == max(args.scales):
                 from bench.profile import profile_service
 

@@ -14,6 +14,7 @@ from tests.databases import POSTGRES_SERVER, selected_backends
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = (
     "baseline",
+    "WSGI floor",
     "/checkToken",
     "/introspect",
     "/validate",
@@ -22,6 +23,7 @@ ENDPOINTS = (
     "/refresh",
     "/password/forgot",
     "baseline again",
+    "WSGI floor again",
 )
 TIMEOUT = 150  # the smoke takes ~30 s; a first run may also apt-get install wrk
 
@@ -67,7 +69,7 @@ def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, 
         assert (row["non2xx"], row["invalid"], row["errors"]) == (0, 0, 0), row
     assert results["login"]["ceiling_rps"] > 0
     assert all(sample["rss_mb"] for sample in results["memory"]["1000"]["timeline"])
-    assert "## Goals (issue 5)" in (tmp_path / "RESULTS-smoke.md").read_text()
+    assert "## Goals (issue 18)" in (tmp_path / "RESULTS-smoke.md").read_text()
 
 
 def test_bench_import_smoke_imports_and_exports_every_user(postgres_server, tmp_path):
