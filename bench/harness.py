@@ -79,6 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "/checkToken,/introspect,/validate,/me,/login,/refresh); for focused runs, not for RESULTS.md",
     )
     parser.add_argument(
+        "--churn-rates",
+        help="revocations per second from another process during /checkToken at the largest scale "
+        "(default 0,50,500; 'none' to skip)",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES,
     )
@@ -99,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         1000, int((args.duration + args.warmup) * (1500 if not smoke else 1000))
     )
     args.endpoints = _endpoints(parser, args.endpoints)
+    churn = args.churn_rates or "0,50,500"
+    args.churn_rates = [] if churn == "none" else [int(rate) for rate in churn.split(",")]
     args.results = args.results or (args.out_dir / "RESULTS-smoke.md" if smoke else ROOT / "bench" / "RESULTS.md")
     return args
 
@@ -176,6 +183,11 @@ class Harness:
         spent = server.cpu_seconds() - before
         result.cpu_ms = spent * 1000 / result.requests if result.requests else None
         return result
+
+    def churn_pool(self) -> int:
+        """Sessions to seed for bench/churn.py: every rate's share of the run, with a margin."""
+        window = self.args.warmup + self.args.duration + 2
+        return sum(int(rate * window * 1.1) + 10 for rate in self.args.churn_rates if rate)
 
     def yardsticks(
         self, baseline: Gunicorn, floor: Gunicorn, ping: Scenario, scale: int, *, again: bool
@@ -311,6 +323,7 @@ class Harness:
                 sample_size=args.sample,
                 refresh_pool=args.refresh_pool,
                 password_hash=password_hash,
+                churn_pool=self.churn_pool() if scale == max(args.scales) else 0,
             )
             self.seed_seconds[str(scale)] = seeded.seconds
             phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in seeded.phases.items())

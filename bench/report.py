@@ -282,9 +282,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             yardstick = "× WSGI floor" if row["endpoint"].startswith("WSGI floor") else "× baseline"
             notes.append(f"{row['spread']:.0%} apart from the first; {yardstick} uses their mean")
         if "revocations_per_s" in row:
+            churn = row.get("churn") or {}
             notes.append(
                 f"{row['revocations_per_s']:.1f} revocations/s achieved by another process "
-                f"({row.get('revocations', 0):,} in the run)"
+                f"({row.get('revocations', 0):,} in the run"
+                + (f"; {churn['mean_ms']:.1f} ms each over {churn['threads']} threads" if churn else "")
+                + ")"
             )
         if row.get("wrapped"):
             notes.append(f"pool exhausted: {row['wrapped']} tokens re-sent")

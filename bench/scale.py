@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.services import clients
 from bench.load import LoadResult, Scenario
+from bench.report import churn_name
 from bench.seed import EMAIL, PASSWORD, Seeded, sign_access_tokens
-from bench.server import Gunicorn
+from bench.server import ROOT, Gunicorn
 
 if TYPE_CHECKING:
     from bench.harness import Harness
@@ -63,6 +68,7 @@ class ScaleRun:
         self.served = 0  # requests the service answered since it started
         self.timeline: list[dict[str, Any]] = []
         self.refresh_used = 0
+        self.churn_used = 0
         self._client_basic: str | None = None
 
     def write_lines(self, name: str, lines: list[str]) -> Path:
@@ -193,6 +199,71 @@ class ScaleRun:
         self.sample_memory(f"{endpoint} run")
         return h.row(endpoint, self.seeded.scale, result)
 
+    def churn_window(self) -> float:
+        """Seconds a churn process revokes for: the warm-up, the measured run, and a margin either side."""
+        return self.h.args.warmup + self.h.args.duration + 2
+
+    def measure_churn(self, rate: int) -> dict[str, Any]:
+        """/checkToken while bench/churn.py, another process, revokes sessions of the same users at `rate`/s.
+
+        The revoked sessions are never those of the tokens presented, so every answer should still
+        be valid (the row counts any that is not). The achieved rate is counted in the database:
+        sessions revoked between the start and the end of the measured run.
+        """
+        h = self.h
+        process = None
+        if rate:
+            count = int(rate * self.churn_window() * 1.1) + 10
+            targets = self.seeded.churn_sessions[self.churn_used : self.churn_used + count]
+            self.churn_used += len(targets)
+            path = self.write_lines(f"churn-{rate}.tsv", [f"{user}\t{sid}" for user, sid in targets])
+            command = [sys.executable, "-m", "bench.churn", str(path), "--rate", str(rate),
+                       "--seconds", str(self.churn_window())]  # fmt: skip
+            process = subprocess.Popen(command, cwd=ROOT, env=self.service.env, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+            ready = process.stdout.readline() if process.stdout else ""
+            if ready.strip() != "ready":
+                process.kill()
+                raise RuntimeError(f"bench.churn did not start: {ready} {process.communicate()[1][-2000:]}")
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        try:
+            self.load(self.scenario("/checkToken"), h.args.warmup)
+            scenario = self.scenario("/checkToken")
+            window_start, started = datetime.now(UTC), time.monotonic()
+            result = self.load(scenario, h.args.duration)
+            window_end, elapsed = datetime.now(UTC), time.monotonic() - started
+        finally:
+            report: dict[str, Any] = {}
+            if process is not None:
+                out, err = process.communicate(timeout=self.churn_window() + 60)
+                line = next((row for row in out.splitlines() if row.startswith("CHURN_JSON ")), None)
+                if process.returncode != 0 or line is None:
+                    raise RuntimeError(f"bench.churn failed ({process.returncode}): {out[-1000:]} {err[-2000:]}")
+                report = json.loads(line[len("CHURN_JSON ") :])
+        revoked = self.revoked_between(window_start, window_end) if rate else 0
+        self.sample_memory(f"churn {rate}/s run")
+        row = h.row(churn_name(rate), self.seeded.scale, result)
+        row.update(revocations=revoked, revocations_per_s=revoked / elapsed if elapsed else 0.0, churn=report)
+        print(
+            f"    {revoked:,} sessions revoked by bench.churn in the run: {row['revocations_per_s']:.1f}/s "
+            f"(target {rate}/s; {report.get('late', 0)} late, {report.get('failed', 0)} failed, "
+            f"{report.get('mean_ms', 0):.1f} ms per revocation over {report.get('threads', 0)} threads)"
+            + (f"; first failure: {report['first_error']}" if report.get("first_error") else ""),
+            flush=True,
+        )
+        return row
+
+    def revoked_between(self, start: datetime, end: datetime) -> int:
+        """Sessions whose revoked_at falls in [start, end): the database's own count of what the churn did."""
+        conn = self.h.database.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM sessions WHERE revoked_at >= %s AND revoked_at < %s", (start, end))
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
     def run(self) -> None:
         """Pre-flight, RSS at ~10k requests, every endpoint, RSS at ~200k requests."""
         args = self.h.args
@@ -202,5 +273,8 @@ class ScaleRun:
         low = self.run_until(args.memory_at[0], f"~{args.memory_at[0]:,} requests")
         for endpoint in args.endpoints:
             self.measure(endpoint)
+        if self.seeded.churn_sessions:
+            for rate in args.churn_rates:
+                self.measure_churn(rate)
         high = self.run_until(args.memory_at[1], f"~{args.memory_at[1]:,} requests")
         self.h.memory[str(self.seeded.scale)] = {"low": low, "high": high, "timeline": self.timeline}

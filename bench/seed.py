@@ -163,19 +163,29 @@ class Seeded:
     login_emails: list[str]
     refresh_tokens: list[str]  # single-use, one per pool session
     spare_refresh_token: str  # spent by the pre-flight check, never by the load
+    churn_sessions: list[tuple[str, str]]  # (user id, session id): more sessions of sample users, to revoke
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
 
 
 def seed(
-    database: BenchDatabase, app, *, scale: int, sample_size: int, refresh_pool: int, password_hash: str
+    database: BenchDatabase,
+    app,
+    *,
+    scale: int,
+    sample_size: int,
+    refresh_pool: int,
+    password_hash: str,
+    churn_pool: int = 0,
 ) -> Seeded:
     """Empty the tables, then load `scale` users, `scale` revocations and a session per user with COPY.
 
     Every user shares one real argon2id hash of PASSWORD made with the production parameters, so any
     of them can log in. Refresh tokens for the pool are signed by the app's own issue_pair, each with
-    its own session row holding its jti, so each can be spent exactly once.
+    its own session row holding its jti, so each can be spent exactly once. `churn_pool` more
+    sessions of the sample's users (none of them a session a benchmarked token belongs to) are
+    there for bench/churn.py to revoke.
     """
     started = time.monotonic()
     rng = random.Random()
@@ -203,6 +213,7 @@ def seed(
             pool.append((sid, user_id, pair.refresh_jti, pair.refresh_token))
 
     phases["signing refresh tokens"] = time.monotonic() - signing_started
+    churn = [(sample[n % len(sample)][0], sid) for n, sid in enumerate(uuid_strings(churn_pool))]
 
     conn = database.connect()
     try:
@@ -251,6 +262,15 @@ def seed(
                     for sid, uid, jti, _ in pool
                 ),
             )
+            copy_rows(
+                cur,
+                "sessions",
+                columns,
+                (
+                    f"{sid}\t{uid}\t{jti}\t{now_text}\t{now_text}\t{refresh_expiry}\tbench\t127.0.0.1\t\\N\n"
+                    for (uid, sid), jti in zip(churn, uuid_strings(len(churn)), strict=True)
+                ),
+            )
             index_started = time.monotonic()
             for statement in restore:
                 cur.execute(statement)
@@ -278,6 +298,7 @@ def seed(
         login_emails=login_emails,
         refresh_tokens=[token for *_, token in pool[1:]],
         spare_refresh_token=pool[0][3],
+        churn_sessions=churn,
         seconds=time.monotonic() - started,
         counts=counts,
         phases=phases,
