@@ -35,7 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("sessions", help="file of user_id<TAB>session_id lines, revoked in order")
     parser.add_argument("--rate", type=float, required=True, help="revocations per second")
     parser.add_argument("--seconds", type=float, required=True, help="how long to keep revoking")
-    parser.add_argument("--threads", type=int, help="revoking threads (default: one per 20/s of rate, 4 to 12: within the connection pool)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="revoking threads (default: one per 20/s of rate, 4 to 12, within the pool)",
+    )
     return parser.parse_args(argv)
 
 

@@ -22,15 +22,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+
 from bench import report
 from bench.load import LoadGenerator, LoadResult, Scenario, ensure_wrk
-from bench.scale import ScaleRun
+from bench.scale import ENDPOINTS, ScaleRun
 from bench.seed import PASSWORD, BenchDatabase, seed
 from bench.server import GUNICORN_CONFIG, ROOT, Gunicorn
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 UNREACHABLE_LIMIT = "100000000/minute"
+# /login/mfa has never been measured above this; each of its logins needs a user of its own (a TOTP
+# step is accepted once per user), so the pool of users with TOTP is sized to it for the run.
+MFA_RATE_CAP = 600
 HASH_SAMPLES = 21
+# The settings the harness's own app (seeding, signing) shares with the service.
+APP_KEYS = ("APP_ENV", "DATABASE_URL", "JWT_SECRET_KEY", "URL_PREFIX", "ENCRYPTION_KEY")
 BASELINE, BASELINE_AGAIN = "baseline", "baseline again"
 FLOOR, FLOOR_AGAIN = "WSGI floor", "WSGI floor again"
 YARDSTICKS = (BASELINE, BASELINE_AGAIN, FLOOR, FLOOR_AGAIN)
@@ -76,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--endpoints",
         help="measure only these endpoints, comma-separated (default: all of "
-        "/checkToken,/introspect,/validate,/me,/login,/refresh); for focused runs, not for RESULTS.md",
+        f"{','.join(ENDPOINTS)}); for focused runs, not for RESULTS.md",
     )
     parser.add_argument(
         "--churn-rates",
@@ -112,8 +119,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _endpoints(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
     """The endpoints to measure, in the table's order; every one unless --endpoints names some."""
-    from bench.scale import ENDPOINTS
-
     if not text:
         return list(ENDPOINTS)
     wanted = [name.strip() for name in text.split(",") if name.strip()]
@@ -184,6 +189,12 @@ class Harness:
         result.cpu_ms = spent * 1000 / result.requests if result.requests else None
         return result
 
+    def mfa_pool(self) -> int:
+        """Users with TOTP for /login/mfa: one per login of its warm-up and run, plus the pre-flight's two."""
+        if "/login/mfa" not in self.args.endpoints:
+            return 0
+        return int((self.args.warmup + self.args.duration) * MFA_RATE_CAP * 1.1) + 2
+
     def churn_pool(self) -> int:
         """Sessions to seed for bench/churn.py: every rate's share of the run, with a margin."""
         window = self.args.warmup + self.args.duration + 2
@@ -216,6 +227,7 @@ class Harness:
             # just out of reach.
             RATELIMIT_LOGIN=UNREACHABLE_LIMIT,
             RATELIMIT_REFRESH=UNREACHABLE_LIMIT,
+            RATELIMIT_OAUTH_TOKEN=UNREACHABLE_LIMIT,
             RATELIMIT_CHECKTOKEN=UNREACHABLE_LIMIT,
             RATELIMIT_PASSWORD_FORGOT=UNREACHABLE_LIMIT,
             RATELIMIT_MAIL_PER_ADDRESS=UNREACHABLE_LIMIT,
@@ -223,6 +235,8 @@ class Harness:
             # production answers 503 without a mail transport, so one is named.
             MAIL_URL="smtp+plain://127.0.0.1:2525",
             FRONTEND_URL="https://bench.example",
+            # TOTP seeds are encrypted at rest; /login/mfa needs the key (app/services/secretbox.py).
+            ENCRYPTION_KEY=Fernet.generate_key().decode(),
             # As deployed (compose, Kubernetes): two workers share their per-IP limits through Redis,
             # which production requires with more than one worker (config.check_serving).
             REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -287,8 +301,9 @@ class Harness:
         print(f"created database {self.database.name}", flush=True)
         env = self.service_env()
         self.database.migrate(env)
-        self.app = create_app({key: env[key] for key in ("APP_ENV", "DATABASE_URL", "JWT_SECRET_KEY", "URL_PREFIX")})
+        self.app = create_app({key: env[key] for key in APP_KEYS})
         password_hash, hash_times = self.time_hash()
+        self.password_hash = password_hash
         hash_seconds = statistics.median(hash_times)
         cores = len(os.sched_getaffinity(0))
         login = {
@@ -324,6 +339,7 @@ class Harness:
                 refresh_pool=args.refresh_pool,
                 password_hash=password_hash,
                 churn_pool=self.churn_pool() if scale == max(args.scales) else 0,
+                mfa_pool=self.mfa_pool(),
             )
             self.seed_seconds[str(scale)] = seeded.seconds
             phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in seeded.phases.items())

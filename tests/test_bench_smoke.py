@@ -20,8 +20,13 @@ ENDPOINTS = (
     "/validate",
     "/me",
     "/login",
+    "/login/mfa",
     "/refresh",
     "/password/forgot",
+    "/oauth/token",
+    "/checkToken @ churn 0/s",
+    "/checkToken @ churn 50/s",
+    "/checkToken @ churn 500/s",
     "baseline again",
     "WSGI floor again",
 )
@@ -63,10 +68,18 @@ def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, 
     for endpoint, row in rows.items():
         assert row["requests"] > 0 and row["rps"] > 0, endpoint
         assert f"\n{endpoint} " in done.stdout, f"no table row for {endpoint}"
-    # Every token the load used was valid: no 401, and no 200 saying "valid": false.
-    for endpoint in ("/checkToken", "/introspect", "/validate", "/me"):
+    # Every token the load used was valid: no 401, and no 200 saying "valid": false; every two-step
+    # login had a fresh challenge and a code not used before; every client credentials grant succeeded.
+    churn = [name for name in ENDPOINTS if "churn" in name]
+    for endpoint in ("/checkToken", "/introspect", "/validate", "/me", "/login/mfa", "/oauth/token", *churn):
         row = rows[endpoint]
         assert (row["non2xx"], row["invalid"], row["errors"]) == (0, 0, 0), row
+    # The revocations came from another process, and the database saw them during the run.
+    assert rows["/checkToken @ churn 0/s"]["revocations"] == 0
+    assert rows["/checkToken @ churn 50/s"]["revocations"] > 0, rows["/checkToken @ churn 50/s"]
+    assert rows["/checkToken @ churn 500/s"]["revocations"] > rows["/checkToken @ churn 50/s"]["revocations"]
+    # The WSGI floor is served and every row has its ratio to it.
+    assert all(row["floor_ratio"] > 0 for row in rows.values())
     assert results["login"]["ceiling_rps"] > 0
     assert all(sample["rss_mb"] for sample in results["memory"]["1000"]["timeline"])
     assert "## Goals (issue 18)" in (tmp_path / "RESULTS-smoke.md").read_text()
