@@ -426,6 +426,14 @@ def write_markdown(path: Path, results: dict[str, Any], goals: list[dict[str, An
         md_table(HEADERS, table_rows(results)),
         "",
         *([note, ""] if (note := noise_note(results)) else []),
+        "Rows “/checkToken @ churn N/s”: `/checkToken` at the largest scale while another process "
+        "(`bench/churn.py`) revokes sessions of the very users whose tokens are presented (never those tokens' "
+        "own sessions) at N per second through `sessions.revoke_sessions`, one commit and NOTIFY each; the "
+        "achieved rate is counted in the database over the measured run. `/login/mfa`: users with TOTP "
+        "(extra to the scale's users), each with a fresh pending two-step login and its current code, each "
+        "used once (the service accepts a TOTP step once per user). `/oauth/token`: client credentials for "
+        "a client made with `flask clients create`.",
+        "",
         f"/login ceiling: {results['workers']} worker processes ÷ {login['hash_ms']:.1f} ms (median of "
         f"{login['hash_samples']} argon2id verifications, {low:.1f}–{high:.1f} ms, production parameters, "
         f"measured in this run before any load) = {login['ceiling_rps']:.1f}/s. "
