@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        help="revoking threads (default: one per 20/s of rate, 4 to 12, within the pool)",
+        help="revoking threads (default: one per 20/s of rate, 4 to 16, a connection each)",
     )
     return parser.parse_args(argv)
 
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build the app, say ready, wait for the go line on stdin, revoke at the rate, report."""
     args = parse_args(argv)
-    args.threads = args.threads or min(12, max(4, int(args.rate // 20)))
+    args.threads = args.threads or min(16, max(4, int(args.rate // 20)))
     from sqlalchemy import text
 
     from app import create_app
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.services import sessions
 
     keys = ("APP_ENV", "DATABASE_URL", "JWT_SECRET_KEY", "URL_PREFIX")
-    app = create_app({key: os.environ[key] for key in keys if key in os.environ})
+    # This process stands for another instance: its pool holds a connection per revoking thread.
+    config = {key: os.environ[key] for key in keys if key in os.environ}
+    app = create_app(config | {"DATABASE_POOL_SIZE": str(args.threads), "DATABASE_MAX_OVERFLOW": "0"})
     with open(args.sessions) as handle:
         pairs = [line.rstrip("\n").split("\t") for line in handle if line.strip()]
     targets = [(uuid.UUID(user), uuid.UUID(sid)) for user, sid in pairs]
