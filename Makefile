@@ -6,7 +6,7 @@ PORT ?= 8443
 CERT_DIR ?= instance/certs
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-smoke bench-import bench-relay clean venv migrate cert secret lock browser
+.PHONY: run test lint bench bench-smoke bench-import bench-relay bench-mail clean venv migrate cert secret lock browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,10 @@ bench-import: venv
 ## make bench-relay: the events relay publishing 20,000 events to RabbitMQ with publisher confirms, timed; writes bench/RELAY.md
 bench-relay: venv
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
+
+## make bench-mail: the outbox worker delivering 2,000 password-reset mails to a local SMTP server, timed; writes bench/MAIL.md
+bench-mail: venv
+	$(BIN)/python -m bench.mail $(BENCH_ARGS)
 
 ## make secret: print a fresh JWT_SECRET_KEY
 secret:

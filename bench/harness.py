@@ -22,16 +22,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+
 from bench import report
 from bench.load import LoadGenerator, LoadResult, Scenario, ensure_wrk
-from bench.scale import ScaleRun
+from bench.scale import ENDPOINTS, ScaleRun
 from bench.seed import PASSWORD, BenchDatabase, seed
 from bench.server import GUNICORN_CONFIG, ROOT, Gunicorn
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 UNREACHABLE_LIMIT = "100000000/minute"
+# /login/mfa has never been measured above this; each of its logins needs a user of its own (a TOTP
+# step is accepted once per user), so the pool of users with TOTP is sized to it for the run.
+MFA_RATE_CAP = 600
 HASH_SAMPLES = 21
+# The settings the harness's own app (seeding, signing) shares with the service.
+APP_KEYS = ("APP_ENV", "DATABASE_URL", "JWT_SECRET_KEY", "URL_PREFIX", "ENCRYPTION_KEY")
 BASELINE, BASELINE_AGAIN = "baseline", "baseline again"
+FLOOR, FLOOR_AGAIN = "WSGI floor", "WSGI floor again"
+YARDSTICKS = (BASELINE, BASELINE_AGAIN, FLOOR, FLOOR_AGAIN)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,7 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--endpoints",
         help="measure only these endpoints, comma-separated (default: all of "
-        "/checkToken,/introspect,/validate,/me,/login,/refresh); for focused runs, not for RESULTS.md",
+        f"{','.join(ENDPOINTS)}); for focused runs, not for RESULTS.md",
+    )
+    parser.add_argument(
+        "--churn-rates",
+        help="revocations per second from another process during /checkToken at the largest scale "
+        "(default 0,50,500; 'none' to skip)",
     )
     parser.add_argument(
         "--postgres-url",
@@ -97,14 +111,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         1000, int((args.duration + args.warmup) * (1500 if not smoke else 1000))
     )
     args.endpoints = _endpoints(parser, args.endpoints)
+    churn = args.churn_rates or "0,50,500"
+    args.churn_rates = [] if churn == "none" else [int(rate) for rate in churn.split(",")]
     args.results = args.results or (args.out_dir / "RESULTS-smoke.md" if smoke else ROOT / "bench" / "RESULTS.md")
     return args
 
 
 def _endpoints(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
     """The endpoints to measure, in the table's order; every one unless --endpoints names some."""
-    from bench.scale import ENDPOINTS
-
     if not text:
         return list(ENDPOINTS)
     wanted = [name.strip() for name in text.split(",") if name.strip()]
@@ -130,6 +144,7 @@ class Harness:
         self.out.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.baseline_rps: dict[int, float] = {}
+        self.floor_rps: dict[int, float] = {}
         self.memory: dict[str, Any] = {}
         self.seed_seconds: dict[str, float] = {}
         self.database = BenchDatabase(args.postgres_url)
@@ -137,8 +152,9 @@ class Harness:
         self.workers, self.threads = gunicorn_sizes()
 
     def row(self, endpoint: str, scale: int, result: LoadResult) -> dict[str, Any]:
-        """A table row, with the ratio to this scale's baseline."""
+        """A table row, with the ratios to this scale's baseline and WSGI floor."""
         baseline = self.baseline_rps.get(scale)
+        floor = self.floor_rps.get(scale)
         row = {
             "endpoint": endpoint,
             "scale": scale,
@@ -152,13 +168,14 @@ class Harness:
             "wrapped": result.wrapped,
             "statuses": result.statuses or {},
             "ratio": result.rps / baseline if baseline else 1.0,
+            "floor_ratio": result.rps / floor if floor else 1.0,
             "cpu_ms": result.cpu_ms,
         }
         self.rows.append(row)
         print(
             f"  {endpoint:<12} {scale:>9,}  {result.rps:9.1f} req/s  p50 {result.p50_ms:7.1f} ms  "
             f"p99 {result.p99_ms:7.1f} ms  non-2xx {result.non2xx}  invalid {result.invalid}  "
-            f"errors {result.errors}  × baseline {row['ratio']:.2f}  CPU/req "
+            f"errors {result.errors}  × baseline {row['ratio']:.2f}  × floor {row['floor_ratio']:.2f}  CPU/req "
             f"{'-' if result.cpu_ms is None else f'{result.cpu_ms:.3f} ms'}",
             flush=True,
         )
@@ -171,6 +188,30 @@ class Harness:
         spent = server.cpu_seconds() - before
         result.cpu_ms = spent * 1000 / result.requests if result.requests else None
         return result
+
+    def mfa_pool(self) -> int:
+        """Users with TOTP for /login/mfa: one per login of its warm-up and run, plus the pre-flight's two."""
+        if "/login/mfa" not in self.args.endpoints:
+            return 0
+        return int((self.args.warmup + self.args.duration) * MFA_RATE_CAP * 1.1) + 2
+
+    def churn_pool(self) -> int:
+        """Sessions to seed for bench/churn.py: every rate's share of the run, with a margin."""
+        window = self.args.warmup + self.args.duration + 2
+        return sum(int(rate * window * 1.1) + 10 for rate in self.args.churn_rates if rate)
+
+    def yardsticks(
+        self, baseline: Gunicorn, floor: Gunicorn, ping: Scenario, scale: int, *, again: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The bare-Flask endpoint, then the bare WSGI callable, one after the other (each warmed up)."""
+        rows = []
+        pairs = ((baseline, BASELINE_AGAIN if again else BASELINE), (floor, FLOOR_AGAIN if again else FLOOR))
+        for server, name in pairs:
+            self.loadgen.run(server.base_url, ping, self.args.warmup)
+            rows.append(self.row(name, scale, self.measured(server, ping, self.args.duration)))
+            if not again:  # a first ratio, until the second run gives the mean
+                (self.baseline_rps if server is baseline else self.floor_rps)[scale] = rows[-1]["rps"]
+        return rows[0], rows[1]
 
     def service_env(self) -> dict[str, str]:
         """Production settings against the bench database; plain HTTP (no TLS files)."""
@@ -186,6 +227,7 @@ class Harness:
             # just out of reach.
             RATELIMIT_LOGIN=UNREACHABLE_LIMIT,
             RATELIMIT_REFRESH=UNREACHABLE_LIMIT,
+            RATELIMIT_OAUTH_TOKEN=UNREACHABLE_LIMIT,
             RATELIMIT_CHECKTOKEN=UNREACHABLE_LIMIT,
             RATELIMIT_PASSWORD_FORGOT=UNREACHABLE_LIMIT,
             RATELIMIT_MAIL_PER_ADDRESS=UNREACHABLE_LIMIT,
@@ -193,6 +235,8 @@ class Harness:
             # production answers 503 without a mail transport, so one is named.
             MAIL_URL="smtp+plain://127.0.0.1:2525",
             FRONTEND_URL="https://bench.example",
+            # TOTP seeds are encrypted at rest; /login/mfa needs the key (app/services/secretbox.py).
+            ENCRYPTION_KEY=Fernet.generate_key().decode(),
             # As deployed (compose, Kubernetes): two workers share their per-IP limits through Redis,
             # which production requires with more than one worker (config.check_serving).
             REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -257,8 +301,9 @@ class Harness:
         print(f"created database {self.database.name}", flush=True)
         env = self.service_env()
         self.database.migrate(env)
-        self.app = create_app({key: env[key] for key in ("APP_ENV", "DATABASE_URL", "JWT_SECRET_KEY", "URL_PREFIX")})
+        self.app = create_app({key: env[key] for key in APP_KEYS})
         password_hash, hash_times = self.time_hash()
+        self.password_hash = password_hash
         hash_seconds = statistics.median(hash_times)
         cores = len(os.sched_getaffinity(0))
         login = {
@@ -279,6 +324,9 @@ class Harness:
         baseline = Gunicorn("baseline", "bench.baseline:app", env, self.out / "gunicorn-baseline.log", "/ping")
         self.servers.append(baseline)
         baseline.start(expected_workers=self.workers)
+        floor = Gunicorn("floor", "bench.baseline:floor", env, self.out / "gunicorn-floor.log", "/ping")
+        self.servers.append(floor)
+        floor.start(expected_workers=self.workers)
         ping = Scenario("baseline GET /ping", "GET", "/ping")
 
         for scale in args.scales:
@@ -290,14 +338,14 @@ class Harness:
                 sample_size=args.sample,
                 refresh_pool=args.refresh_pool,
                 password_hash=password_hash,
+                churn_pool=self.churn_pool() if scale == max(args.scales) else 0,
+                mfa_pool=self.mfa_pool(),
             )
             self.seed_seconds[str(scale)] = seeded.seconds
             phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in seeded.phases.items())
             print(f"  seeded {seeded.counts} in {seeded.seconds:.1f} s ({phases})", flush=True)
 
-            self.loadgen.run(baseline.base_url, ping, args.warmup)
-            first = self.row(BASELINE, scale, self.measured(baseline, ping, args.duration))
-            self.baseline_rps[scale] = first["rps"]
+            first, first_floor = self.yardsticks(baseline, floor, ping, scale, again=False)
 
             service = Gunicorn(
                 f"service-{scale}", "wsgi:app", env, self.out / f"gunicorn-service-{scale}.log", "/health"
@@ -308,12 +356,16 @@ class Harness:
             step.run()
             # The baseline again, after the service's runs: the ratios use the mean of both, and
             # their spread shows how much the machine's speed moved during the step.
-            second = self.row(BASELINE_AGAIN, scale, self.measured(baseline, ping, args.duration))
+            # The floor likewise; every row's ratios use the means.
+            second, second_floor = self.yardsticks(baseline, floor, ping, scale, again=True)
             self.baseline_rps[scale] = (first["rps"] + second["rps"]) / 2
+            self.floor_rps[scale] = (first_floor["rps"] + second_floor["rps"]) / 2
             second["spread"] = abs(first["rps"] - second["rps"]) / self.baseline_rps[scale]
+            second_floor["spread"] = abs(first_floor["rps"] - second_floor["rps"]) / self.floor_rps[scale]
             for row in self.rows:
                 if row["scale"] == scale:
                     row["ratio"] = row["rps"] / self.baseline_rps[scale]
+                    row["floor_ratio"] = row["rps"] / self.floor_rps[scale]
             if args.profile and scale == max(args.scales):
                 from bench.profile import profile_service
 

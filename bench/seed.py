@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
+import pyotp
 from sqlalchemy.engine import make_url
 
 from bench.server import BIN, ROOT
@@ -23,6 +24,7 @@ PASSWORD = "bench password for every seeded user"
 EMAIL = "user{}@bench.example"
 CHUNK_ROWS = 200_000
 TABLES = ("users", "revoked_tokens", "sessions")
+MFA_EMAIL = "mfa{}@bench.example"
 
 
 class BenchDatabase:
@@ -163,19 +165,33 @@ class Seeded:
     login_emails: list[str]
     refresh_tokens: list[str]  # single-use, one per pool session
     spare_refresh_token: str  # spent by the pre-flight check, never by the load
+    churn_sessions: list[tuple[str, str]]  # (user id, session id): more sessions of sample users, to revoke
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
+    mfa_users: list[tuple[str, str]] = field(default_factory=list)  # (user id, TOTP seed) of users with TOTP on
 
 
 def seed(
-    database: BenchDatabase, app, *, scale: int, sample_size: int, refresh_pool: int, password_hash: str
+    database: BenchDatabase,
+    app,
+    *,
+    scale: int,
+    sample_size: int,
+    refresh_pool: int,
+    password_hash: str,
+    churn_pool: int = 0,
+    mfa_pool: int = 0,
 ) -> Seeded:
     """Empty the tables, then load `scale` users, `scale` revocations and a session per user with COPY.
 
     Every user shares one real argon2id hash of PASSWORD made with the production parameters, so any
     of them can log in. Refresh tokens for the pool are signed by the app's own issue_pair, each with
-    its own session row holding its jti, so each can be spent exactly once.
+    its own session row holding its jti, so each can be spent exactly once. `churn_pool` more
+    sessions of the sample's users (none of them a session a benchmarked token belongs to) are
+    there for bench/churn.py to revoke. `mfa_pool` more users (mfa<i>@bench.example, on top of
+    `scale`) have TOTP enrolled and confirmed, each seed encrypted by the app's own secretbox, for
+    /login/mfa: a TOTP step is accepted once per user, so each of them completes one login.
     """
     started = time.monotonic()
     rng = random.Random()
@@ -203,11 +219,17 @@ def seed(
             pool.append((sid, user_id, pair.refresh_jti, pair.refresh_token))
 
     phases["signing refresh tokens"] = time.monotonic() - signing_started
+    churn = [(sample[n % len(sample)][0], sid) for n, sid in enumerate(uuid_strings(churn_pool))]
+    mfa_users = [(uid, pyotp.random_base32()) for uid in uuid_strings(mfa_pool)]
+    with app.app_context():
+        from app.services import secretbox
+
+        sealed = [secretbox.encrypt(seed) for _, seed in mfa_users]
 
     conn = database.connect()
     try:
         with conn.cursor() as cur:
-            cur.execute("TRUNCATE revoked_tokens, sessions, users CASCADE")
+            cur.execute("TRUNCATE revoked_tokens, sessions, mfa_totp, mfa_challenges, users CASCADE")
             cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
             restore = drop_keys(cur, TABLES)
             copy_started = time.monotonic()
@@ -223,6 +245,26 @@ def seed(
                 ),
             )
             revoked_users = rng.choices(user_ids, k=scale)
+            copy_rows(
+                cur,
+                "users",
+                "id, email, username, username_key, name, password_hash, role, is_active, email_verified, "
+                "tokens_valid_after, created_at, updated_at, mfa_enabled",
+                (
+                    f"{uid}\t{MFA_EMAIL.format(i)}\tmfa{i}\tmfa{i}\tBench MFA User {i}\t{password_hash}\tuser\tt\tf"
+                    f"\t\\N\t{now_text}\t{now_text}\tt\n"
+                    for i, (uid, _) in enumerate(mfa_users)
+                ),
+            )
+            copy_rows(
+                cur,
+                "mfa_totp",
+                "user_id, secret, created_at, confirmed_at, last_step",
+                (
+                    f"{uid}\t{box}\t{now_text}\t{now_text}\t\\N\n"
+                    for (uid, _), box in zip(mfa_users, sealed, strict=True)
+                ),
+            )
             copy_rows(
                 cur,
                 "revoked_tokens",
@@ -249,6 +291,15 @@ def seed(
                 (
                     f"{sid}\t{uid}\t{jti}\t{now_text}\t{now_text}\t{refresh_expiry}\tbench\t127.0.0.1\t\\N\n"
                     for sid, uid, jti, _ in pool
+                ),
+            )
+            copy_rows(
+                cur,
+                "sessions",
+                columns,
+                (
+                    f"{sid}\t{uid}\t{jti}\t{now_text}\t{now_text}\t{refresh_expiry}\tbench\t127.0.0.1\t\\N\n"
+                    for (uid, sid), jti in zip(churn, uuid_strings(len(churn)), strict=True)
                 ),
             )
             index_started = time.monotonic()
@@ -278,6 +329,8 @@ def seed(
         login_emails=login_emails,
         refresh_tokens=[token for *_, token in pool[1:]],
         spare_refresh_token=pool[0][3],
+        churn_sessions=churn,
+        mfa_users=mfa_users,
         seconds=time.monotonic() - started,
         counts=counts,
         phases=phases,

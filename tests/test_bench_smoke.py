@@ -14,16 +14,23 @@ from tests.databases import POSTGRES_SERVER, selected_backends
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = (
     "baseline",
+    "WSGI floor",
     "/checkToken",
     "/introspect",
     "/validate",
     "/me",
     "/login",
+    "/login/mfa",
     "/refresh",
     "/password/forgot",
+    "/oauth/token",
+    "/checkToken @ churn 0/s",
+    "/checkToken @ churn 50/s",
+    "/checkToken @ churn 500/s",
     "baseline again",
+    "WSGI floor again",
 )
-TIMEOUT = 150  # the smoke takes ~30 s; a first run may also apt-get install wrk
+TIMEOUT = 240  # the smoke takes ~60 s (churn rows included); a first run may also apt-get install wrk
 
 
 @pytest.fixture
@@ -61,13 +68,21 @@ def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, 
     for endpoint, row in rows.items():
         assert row["requests"] > 0 and row["rps"] > 0, endpoint
         assert f"\n{endpoint} " in done.stdout, f"no table row for {endpoint}"
-    # Every token the load used was valid: no 401, and no 200 saying "valid": false.
-    for endpoint in ("/checkToken", "/introspect", "/validate", "/me"):
+    # Every token the load used was valid: no 401, and no 200 saying "valid": false; every two-step
+    # login had a fresh challenge and a code not used before; every client credentials grant succeeded.
+    churn = [name for name in ENDPOINTS if "churn" in name]
+    for endpoint in ("/checkToken", "/introspect", "/validate", "/me", "/login/mfa", "/oauth/token", *churn):
         row = rows[endpoint]
         assert (row["non2xx"], row["invalid"], row["errors"]) == (0, 0, 0), row
+    # The revocations came from another process, and the database saw them during the run.
+    assert rows["/checkToken @ churn 0/s"]["revocations"] == 0
+    assert rows["/checkToken @ churn 50/s"]["revocations"] > 0, rows["/checkToken @ churn 50/s"]
+    assert rows["/checkToken @ churn 500/s"]["revocations"] > rows["/checkToken @ churn 50/s"]["revocations"]
+    # The WSGI floor is served and every row has its ratio to it.
+    assert all(row["floor_ratio"] > 0 for row in rows.values())
     assert results["login"]["ceiling_rps"] > 0
     assert all(sample["rss_mb"] for sample in results["memory"]["1000"]["timeline"])
-    assert "## Goals (issue 5)" in (tmp_path / "RESULTS-smoke.md").read_text()
+    assert "## Goals (issue 18)" in (tmp_path / "RESULTS-smoke.md").read_text()
 
 
 def test_bench_import_smoke_imports_and_exports_every_user(postgres_server, tmp_path):
@@ -97,3 +112,16 @@ def test_bench_relay_smoke_publishes_every_event_once(postgres_server, tmp_path)
     assert {name: row["events"] for name, row in results["scenarios"].items()} == {"1,000 users": 2000, "one user": 200}
     assert all(row["per_s"] > 0 for row in results["scenarios"].values())
     assert "| 2,000 | 1,000 users |" in (tmp_path / "RELAY-smoke.md").read_text()
+
+
+def test_bench_mail_smoke_delivers_every_mail_once(postgres_server, tmp_path):
+    """`python -m bench.mail --smoke`: the mail delivery benchmark of issue 18 cannot rot either."""
+    command = [sys.executable, "-m", "bench.mail", "--smoke", "--postgres-url", postgres_server,
+               "--out-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "mail-smoke.json").read_text())
+    assert results["complete"] is True
+    assert results["received"] == 200 and results["outbox"] == {"sent": 200}
+    assert results["per_s"] > 0
+    assert "| 200 |" in (tmp_path / "MAIL-smoke.md").read_text()
