@@ -134,6 +134,31 @@ def test_log_times_are_iso_8601_utc_in_json_and_text():
     assert TextFormatter("%(asctime)s %(message)s").format(record) == "2026-12-01T21:23:18.016Z hello"
 
 
+def test_a_json_line_holds_every_field_escaped_with_extras_and_the_traceback():
+    import logging
+    import sys
+    import uuid
+
+    from app.logformat import json_formatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("app.test", logging.ERROR, __file__, 1, 'a "b"\n{"level": "%s"}', ("INFO",), exc_info)
+    record.request_id, record.status, record.user, record.thing = "r1", 503, uuid.UUID(int=1), object()
+    line = json_formatter().format(record)
+    assert "\n" not in line  # a newline in the message cannot start a forged line (ASVS 7.3.1)
+    data = json.loads(line)
+    assert list(data)[:5] == ["time", "level", "logger", "message", "request_id"]
+    assert data["level"] == "ERROR" and data["logger"] == "app.test" and data["request_id"] == "r1"
+    assert data["message"] == 'a "b"\n{"level": "INFO"}'
+    assert data["status"] == 503 and data["user"] == str(uuid.UUID(int=1)) and data["thing"].startswith("<object")
+    assert data["exc_info"].startswith("Traceback") and "ValueError: boom" in data["exc_info"]
+    assert not {"args", "msg", "levelno", "pathname", "exc_text"} & set(data)
+    assert "request_id" not in json.loads(json_formatter(request_id=False).format(record))
+
+
 def test_query_strings_are_cut_out_of_messages_and_tracebacks():
     import logging
 
