@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import idna
 import precis_i18n
-from confusable_homoglyphs import categories, confusables
 from marshmallow import ValidationError, validate
 
 USERNAME_MIN, USERNAME_MAX = 3, 32
@@ -81,10 +80,22 @@ def width_mapped(text: str) -> str:
     )
 
 
+def _unicode_tables():
+    """confusable_homoglyphs' script and look-alike tables, loaded on the first non-ASCII identifier.
+
+    Importing the package parses its Unicode data into ~6 MiB of Python objects per process
+    (bench/PROFILE.md, "Memory"); ASCII identifiers, nearly all of them, never need it.
+    """
+    from confusable_homoglyphs import categories, confusables
+
+    return categories, confusables
+
+
 def mixes_scripts(text: str) -> bool:
     """True if `text` mixes scripts beyond what UTS 39's Highly Restrictive level allows."""
     if text.isascii():  # Latin letters among Common digits and punctuation: one script
         return False
+    categories, confusables = _unicode_tables()
     if not confusables.is_mixed_script(text, allowed_aliases=_NEUTRAL_SCRIPTS):
         return False
     scripts = categories.unique_aliases(text) - set(_NEUTRAL_SCRIPTS)
@@ -99,6 +110,7 @@ def ascii_lookalike(text: str) -> str | None:
     """
     if text.isascii():
         return None
+    _, confusables = _unicode_tables()
     twin = []
     for ch in text:
         if ch.isascii():
