@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 CHANNEL = "auth_revocations"
 PENDING_KEY = "revocation_view.pending_users"
 HEARTBEAT_SECONDS = 0.5  # a silent, broken listener is noticed within about this long
-MAX_ENTRIES = 100_000
+# ~1 KiB of Python objects per entry (a TokenState, its key's UUIDs and jti, the LRU and per-user
+# links: bench/PROFILE.md, "Memory"), so this bound is ~10 MiB per worker. 100,000 was ~100 MiB
+# per worker once that many distinct tokens came within ENTRY_TTL_SECONDS. Least recently used
+# goes first, so the tokens presented most stay; a token pushed out costs one query again.
+MAX_ENTRIES = 10_000
 ENTRY_TTL_SECONDS = 60.0  # belt and braces: no entry outlives this even if all else failed
 # What an entry is found by: the token's jti, user and session together. The state read from the
 # database is about all three (STATE_QUERY), so a token that shares only the jti with a cached

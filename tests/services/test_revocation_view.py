@@ -293,3 +293,33 @@ def test_a_cached_state_serves_only_the_token_it_was_read_for(workers):
         # Alice's own token is still answered from her own state.
         answer = checks(worker, alice["access_token"])
         assert answer["valid"] is True and answer["email"] == "alice@example.com" and answer["sid"] == alice_sid
+
+
+def test_a_full_view_stays_within_its_memory_budget():
+    """MAX_ENTRIES entries of realistic states cost ≤ ~12 MiB per worker (issue 18 goal 7: ≤ 100 MB per worker)."""
+    import secrets
+    import tracemalloc
+    from datetime import UTC, datetime
+
+    from app.services.revocation_view import MAX_ENTRIES
+
+    cache = RevocationCache()
+    cache.listening = True
+    tracemalloc.start()
+    try:
+        for n in range(MAX_ENTRIES + 100):
+            state = TokenState(
+                user_exists=True,
+                email=f"user{n}@example.com",
+                username=f"user{n}",
+                role="user",
+                is_active=True,
+                tokens_valid_after=datetime.now(UTC),
+                session_live=True,
+            )
+            cache.put((secrets.token_hex(16), uuid.uuid4(), uuid.uuid4()), state, cache.epoch)
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(cache._entries) == MAX_ENTRIES
+    assert used <= 12 * 2**20, f"{used / 2**20:.1f} MiB"
