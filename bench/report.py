@@ -355,24 +355,37 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def memory_rows(results: dict[str, Any]) -> list[list[str]]:
-    """RSS of every worker at each sample point."""
+    """RSS of every worker at each sample point; PSS and USS too when the samples carry them."""
     out = []
+    shared = memory_has_pss(results)
     for scale, memory in results["memory"].items():
         for sample in memory["timeline"]:
             values = sorted(sample["rss_mb"].values())
-            out.append(
-                [
-                    f"{int(scale):,}",
-                    sample["label"],
-                    f"{sample['requests']:,}",
-                    " / ".join(f"{value:.1f}" for value in values),
-                    f"{max(values):.1f}" if values else "-",
+            row = [
+                f"{int(scale):,}",
+                sample["label"],
+                f"{sample['requests']:,}",
+                " / ".join(f"{value:.1f}" for value in values),
+                f"{max(values):.1f}" if values else "-",
+            ]
+            if shared:
+                pairs = [
+                    sample.get("pss_uss_mb", {}).get(pid) for pid in sorted(sample["rss_mb"], key=sample["rss_mb"].get)
                 ]
-            )
+                row.append(" / ".join("-" if pair is None else f"{pair[0]:.1f}, {pair[1]:.1f}" for pair in pairs))
+            out.append(row)
     return out
 
 
-MEMORY_HEADERS = ["scale", "after", "requests served", "RSS per worker (MB)", "max MB"]
+def memory_has_pss(results: dict[str, Any]) -> bool:
+    """Whether the memory samples carry PSS and USS (bench/server.py worker_pss_uss_mb)."""
+    return any("pss_uss_mb" in sample for memory in results["memory"].values() for sample in memory["timeline"])
+
+
+def memory_headers(results: dict[str, Any]) -> list[str]:
+    """The memory table's columns: RSS (the goal's figure), then PSS and USS when sampled."""
+    headers = ["scale", "after", "requests served", "RSS per worker (MB)", "max MB"]
+    return headers + (["PSS, USS per worker (MB)"] if memory_has_pss(results) else [])
 
 
 def summary_text(results: dict[str, Any], goals: list[dict[str, Any]]) -> str:
@@ -386,7 +399,7 @@ def summary_text(results: dict[str, Any], goals: list[dict[str, Any]]) -> str:
     )
     if "p99_scale_ratio" in results:
         lines.append(f"/checkToken p99 ratio, largest ÷ smallest scale: {results['p99_scale_ratio']:.2f}×")
-    lines += ["", text_table(MEMORY_HEADERS, memory_rows(results)), ""]
+    lines += ["", text_table(memory_headers(results), memory_rows(results)), ""]
     lines += [f"[{mark(goal['ok']):>7}] {goal['goal']}: {goal['figures']}" for goal in goals]
     return "\n".join(lines)
 
@@ -441,9 +454,16 @@ def write_markdown(path: Path, results: dict[str, Any], goals: list[dict[str, An
         "",
         "## Memory",
         "",
-        "VmRSS of each gunicorn worker of the service, counted in requests the service answered since it started.",
+        "VmRSS of each gunicorn worker of the service, counted in requests the service answered since it started."
+        + (
+            " RSS (the goal's figure) counts every resident page, shared libraries included, in full in each "
+            "worker; PSS divides shared pages among the processes sharing them (what the machine pays per "
+            "worker); USS counts the worker's own pages only (what stopping it would free). Same worker order."
+            if memory_has_pss(results)
+            else ""
+        ),
         "",
-        md_table(MEMORY_HEADERS, memory_rows(results)),
+        md_table(memory_headers(results), memory_rows(results)),
         "",
         "## Goals (issue 18)",
         "",

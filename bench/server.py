@@ -126,6 +126,26 @@ class Gunicorn:
                 continue
         return rss
 
+    def worker_pss_uss_mb(self) -> dict[int, list[float]]:
+        """[PSS, USS] of each worker, in MiB, from /proc/<pid>/smaps_rollup (beside VmRSS, never instead).
+
+        RSS counts every resident page, the shared libraries and pages inherited from the master
+        included, in full in every worker. PSS divides each shared page among the processes that
+        share it (what the machine pays per worker); USS counts only the worker's own pages (what
+        stopping it would free).
+        """
+        out = {}
+        for pid in self.worker_pids():
+            try:
+                fields = {
+                    line.split(":")[0]: int(line.split()[1])
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+                }
+            except (OSError, ValueError, IndexError):
+                continue
+            out[pid] = [fields["Pss"] / 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024]
+        return out
+
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the server log, for error messages."""
         try:
