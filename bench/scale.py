@@ -228,8 +228,13 @@ class ScaleRun:
         return result
 
     def sample_memory(self, label: str) -> dict[str, Any]:
-        """RSS of every worker now."""
-        sample = {"label": label, "requests": self.served, "rss_mb": self.service.worker_rss_mb()}
+        """RSS (and PSS, USS) of every worker now."""
+        sample = {
+            "label": label,
+            "requests": self.served,
+            "rss_mb": self.service.worker_rss_mb(),
+            "pss_uss_mb": self.service.worker_pss_uss_mb(),
+        }
         self.timeline.append(sample)
         return sample
 
