@@ -42,7 +42,7 @@ LEASE_SECONDS = 1.0
 LEASES_KEPT = 10_000  # addresses with a lease, per limit and worker, before expired ones are dropped
 
 FAILURE_STATUSES = frozenset({401, 403, 409})
-# A wrong second factor is a 400 (invalid input, API.md) but a failed secret check all the same.
+# A wrong second factor is a 400 (invalid input, docs/CONTRACT.md) but a failed secret check all the same.
 FAILED_SECRET_CODES = frozenset({"invalid_mfa_code"})
 # A 401 that is no failure: the password was right and the second factor is asked for next.
 NOT_FAILURES = frozenset({"mfa_required"})

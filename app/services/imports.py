@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from app.errors import AppError, EmailTaken, UsernameTaken
 from app.extensions import db
 from app.models import User, utcnow
+from app.models.user import ADMIN
 from app.schemas.imports import UserRecordSchema
 from app.services import audit, events, hashformats, passwords, sessions, users
 
@@ -333,7 +334,7 @@ class Importer:
 
     def _update(self, target: User, changes: dict[str, Any], record: _Record, batch: _Batch) -> None:
         """Apply the changes to an existing account, with the rules of an admin's PATCH /users. Raises LastAdmin."""
-        demoting = changes.get("role", target.role) != "admin"
+        demoting = changes.get("role", target.role) != ADMIN
         deactivating = changes.get("is_active", target.is_active) is False
         if demoting or deactivating:
             users.ensure_not_last_admin(target)
