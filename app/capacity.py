@@ -23,16 +23,30 @@ def connections_needed(workers: int, pool_size: int, max_overflow: int, listener
     return workers * (pool_size + max_overflow + (1 if listener else 0))
 
 
-def server_max_connections(url: str, connect_timeout: int) -> int | None:
-    """The database server's max_connections (None for SQLite, which has no such limit)."""
+def server_budget(url: str, connect_timeout: int) -> tuple[int, int]:
+    """What the server lets ordinary clients open, and how many other clients hold one now.
+
+    PostgreSQL keeps superuser_reserved_connections of max_connections for superusers, so an
+    application role gets the rest; the others are the client backends connected now (other
+    instances, jobs, consoles), this one's own connection aside. MySQL/MariaDB: max_connections
+    and Threads_connected, likewise less this connection.
+    """
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": connect_timeout})
     try:
         with engine.connect() as connection:
+            run = connection.exec_driver_sql
             if engine.dialect.name == "postgresql":
-                value = connection.exec_driver_sql("SHOW max_connections").scalar()
+                limit = int(run("SHOW max_connections").scalar_one()) - int(
+                    run("SHOW superuser_reserved_connections").scalar_one()
+                )
+                others: int = run(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).scalar_one()
             else:
-                value = connection.exec_driver_sql("SELECT @@max_connections").scalar()
-            return None if value is None else int(value)
+                limit = int(run("SELECT @@max_connections").scalar_one())
+                others = int(run("SHOW GLOBAL STATUS LIKE 'Threads_connected'").one()[1]) - 1
+            return limit, int(others)
     finally:
         engine.dispose()
 
@@ -50,15 +64,16 @@ def check_connection_budget(settings: Any, workers: int, logger: logging.Logger 
     listener = url.startswith("postgresql") and settings.REVOCATION_CACHE
     need = connections_needed(workers, settings.DATABASE_POOL_SIZE, settings.DATABASE_MAX_OVERFLOW, listener)
     try:
-        limit = server_max_connections(url, settings.DATABASE_CONNECT_TIMEOUT)
+        limit, others = server_budget(url, settings.DATABASE_CONNECT_TIMEOUT)
     except sa.exc.SQLAlchemyError as error:
         logger.warning("connection budget not checked: the database did not answer (%s)", type(error).__name__)
         return None
-    if limit is not None and need > limit:
+    if need + others > limit:
         logger.warning(
             "connection budget: this instance may open %d database connections "
             "(%d workers x (pool %d + overflow %d%s)) "
-            "but the server allows %d in all, shared with every other instance and client; lower "
+            "but the server allows %d in all (max_connections less the superuser reserve), "
+            "%d of them held now by other clients, and it is shared with every other instance; lower "
             "DATABASE_POOL_SIZE/GUNICORN_WORKERS or raise max_connections (docs/OPERATIONS.md)",
             need,
             workers,
@@ -66,5 +81,6 @@ def check_connection_budget(settings: Any, workers: int, logger: logging.Logger 
             settings.DATABASE_MAX_OVERFLOW,
             " + 1 listener" if listener else "",
             limit,
+            others,
         )
     return need
