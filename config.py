@@ -328,6 +328,9 @@ class BaseConfig:
         self.TOKEN_CACHE_SIZE = env_int(env, "TOKEN_CACHE_SIZE", 2048, minimum=0, maximum=1_000_000)
         # /checkToken and /validate answered before Flask's machinery (app/hotpath.py).
         self.HOT_PATH = _bool(env, "HOT_PATH", True)
+        # A file whose existence makes /ready answer 503 (the instance is stopping): the
+        # Kubernetes preStop hook creates it, so readiness fails before SIGTERM (deploy/k8s).
+        self.DRAIN_FILE = _text(env, "DRAIN_FILE")
         self.LOG_FORMAT = _choice(env, "LOG_FORMAT", self.DEFAULT_LOG_FORMAT, ("json", "text"))
         self.LOG_LEVEL = _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
         self.METRICS_ENABLED = _bool(env, "METRICS_ENABLED", True)

@@ -27,10 +27,11 @@ def liveness():
 
 @blp.route("/ready", methods=["GET"])
 @blp.response(200, HealthSchema)
-@blp.problem(503, "The database is unreachable or its schema is not at the latest migration")
+@blp.problem(503, "The instance is stopping (DRAIN_FILE exists), or the database is unreachable or not migrated")
 def readiness():
-    """200 when the database answers and its schema is at the latest migration; 503 otherwise."""
-    problem = keys.key_ring().problem and "Signing keys are unavailable; see the log."
+    """200 when the database answers and its schema is at the latest migration; 503 otherwise, and while stopping."""
+    problem = health.draining_problem(current_app.config["DRAIN_FILE"])
+    problem = problem or (keys.key_ring().problem and "Signing keys are unavailable; see the log.")
     problem = problem or health.readiness_problem(current_app.config["MIGRATIONS_DIR"])
     if problem is not None:
         raise NotReady(problem)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def _assignments(script: Path) -> dict[str, object]:
                 except ValueError:
                     pass
     return values
+
+
+def draining_problem(drain_file: str | None) -> str | None:
+    """Why the instance is not ready because it is stopping (DRAIN_FILE exists), or None.
+
+    Kubernetes' preStop hook creates the file before SIGTERM: readiness fails first, so every
+    load balancer that probes /ready (not only the endpoints controller) stops sending here
+    while gunicorn still serves what is in flight (issue 9 item 15; docs/OPERATIONS.md).
+    """
+    if drain_file and os.path.exists(drain_file):
+        return "This instance is stopping."
+    return None
 
 
 def readiness_problem(directory: str) -> str | None:

@@ -192,6 +192,21 @@ def test_ready_is_503_when_schema_is_not_migrated(tmp_path):
     assert response.headers["Retry-After"]
 
 
+def test_ready_is_503_once_the_drain_file_exists(tmp_path):
+    drain = tmp_path / "draining"
+    client = make_test_app(f"sqlite:///{tmp_path}/ok.db", DRAIN_FILE=drain).test_client()
+    with client.application.app_context():
+        from flask_migrate import upgrade
+
+        upgrade(directory=client.application.config["MIGRATIONS_DIR"])
+    assert client.get("/ready").status_code == 200
+    drain.touch()  # what the preStop hook does (deploy/k8s/deployment.yaml)
+    response = client.get("/ready")
+    assert_problem(response, 503, "not_ready")
+    assert response.get_json()["detail"] == "This instance is stopping."
+    assert client.get("/health").status_code == 200  # liveness is not readiness: no restart
+
+
 def test_tokens_are_never_read_from_urls(client, user):
     token = user["access_token"]
     # RFC 6750 2.3 / RFC 8725: URLs end up in logs and Referer headers; no query parameter is a credential.

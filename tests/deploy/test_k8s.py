@@ -124,8 +124,12 @@ def test_shutdown_fits_in_the_grace_period(objects):
     connections; the grace period covers the pause and gunicorn's graceful timeout."""
     pod = pod_spec(objects["Deployment"])
     command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "sleep" and len(command) == 2
-    pause = int(command[-1])
+    assert command[:2] == ["sh", "-c"]
+    # Readiness fails first: the hook creates DRAIN_FILE (/ready then answers 503), on a writable /tmp.
+    touch, sleep = command[2].split(" && ")
+    assert touch == 'touch "$DRAIN_FILE"' and objects["ConfigMap"]["data"]["DRAIN_FILE"].startswith("/tmp/")
+    assert any(mount["mountPath"] == "/tmp" for mount in pod["containers"][0]["volumeMounts"])
+    pause = int(sleep.split()[-1])
     assert pause >= 3, "endpoints need a few seconds to drop the pod"
     graceful = int(objects["ConfigMap"]["data"]["GUNICORN_GRACEFUL_TIMEOUT"])
     assert pod["terminationGracePeriodSeconds"] > pause + graceful
