@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-endpoint",
         default="/checkToken",
-        choices=["/checkToken", "/validate", "/login"],
+        choices=["/checkToken", "/validate", "/me", "/login"],
         help="the endpoint under load while --profile records (default /checkToken)",
     )
     parser.add_argument(

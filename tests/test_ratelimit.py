@@ -76,6 +76,16 @@ def test_successful_logins_do_not_use_the_failure_budget(limited, auth):
     assert_429(login(client, "x3@example.com"), "rate_limited")
 
 
+def test_no_app_wide_limiter_hook_runs_while_every_limit_decorates_its_view(limited):
+    """Flask-Limiter's before_request check counted nothing (no default limits) on every request."""
+    app = limited(RATELIMIT_LOGIN="2/minute")
+    limiter = app.extensions["auth_limiter"]
+    assert limiter._check_request_limit not in app.before_request_funcs[None]
+    client = app.test_client()
+    statuses = [login(client, "nobody@example.com").status_code for _ in range(3)]
+    assert statuses[-1] == 429  # the decorated limits still count
+
+
 def test_login_total_limit(limited, auth):
     client = limited(RATELIMIT_LOGIN="2/minute").test_client()
     email = auth.signup()["user"]["email"]

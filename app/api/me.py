@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from flask import g
-from flask_login import current_user
 
-from app.api.access import caller, login_required
+from app.api.access import caller, login_required, signed_in
 from app.api.openapi import BEARER_SECURITY, Blueprint
 from app.schemas.common import MessageResponseSchema, UserResponseSchema
 from app.schemas.me import DeleteMeSchema, PasswordChangeSchema, SessionListSchema, UserUpdateMeSchema
@@ -20,8 +19,8 @@ blp = Blueprint("me", __name__, description="The signed-in user's own account")
 @blp.problem(401)
 @blp.doc(security=BEARER_SECURITY)
 def get_me():
-    """The signed-in user."""
-    return {"user": current_user}
+    """The signed-in user (as verification found them: no query of its own)."""
+    return {"user": signed_in()}
 
 
 @blp.route("/me", methods=["PATCH"])

@@ -49,7 +49,12 @@ TokenKey = tuple[str, uuid.UUID, uuid.UUID]
 
 @dataclass(frozen=True, slots=True)
 class TokenState:
-    """What the database says about a token's user and session."""
+    """What the database says about a token's user and session.
+
+    The user's other columns that every response shows (app/schemas/common.py UserSchema) come
+    along: they change only with the row, and every change of the row invalidates the entry,
+    so GET /me answers from the same state that verified the token, without another query.
+    """
 
     user_exists: bool
     email: str | None = None
@@ -59,6 +64,12 @@ class TokenState:
     tokens_valid_after: datetime | None = None
     session_live: bool = False
     jti_revoked: bool = False
+    name: str | None = None
+    email_verified: bool = False
+    pending_email: str | None = None
+    mfa_enabled: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class RevocationCache:

@@ -1,5 +1,7 @@
 """The token-state query: what the database says about a token's user, session and jti, in one round trip.
 
+The user's shown columns come along (revocation_view.TokenState), so GET /me needs no query of its own.
+
 Access tokens read it through this worker's revocation view (app/services/revocation_view.py);
 refresh tokens always read the database.
 """
@@ -24,6 +26,12 @@ STATE_QUERY = (
         _USERS.c.role,
         _USERS.c.is_active,
         _USERS.c.tokens_valid_after,
+        _USERS.c.name,
+        _USERS.c.email_verified,
+        _USERS.c.pending_email,
+        _USERS.c.mfa_enabled,
+        _USERS.c.created_at,
+        _USERS.c.updated_at,
         _SESSIONS.c.id.label("session_id"),
         _SESSIONS.c.revoked_at,
         exists().where(_REVOKED.c.jti == bindparam("jti")).label("jti_revoked"),
@@ -58,6 +66,12 @@ def lookup(user_id: uuid.UUID, sid: uuid.UUID, jti: str, *, use_cache: bool) -> 
             tokens_valid_after=row.tokens_valid_after,
             session_live=row.session_id is not None and row.revoked_at is None,
             jti_revoked=bool(row.jti_revoked),
+            name=row.name,
+            email_verified=row.email_verified,
+            pending_email=row.pending_email,
+            mfa_enabled=row.mfa_enabled,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
         )
     if use_cache:
         view.cache.put(key, state, epoch)

@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 
 from app.errors import InvalidToken
 from app.services import clients, token_state
+from app.services.revocation_view import TokenState
 from app.services.token_codec import ACCESS, AMR_PASSWORD, REFRESH, decode_verified, is_client_subject
 
 
@@ -30,6 +31,9 @@ class VerifiedToken:
     fresh: bool
     expires_at: datetime
     claims: Mapping[str, Any]
+    # The database's word on the user, session and jti that it was judged by (the revocation
+    # view's entry, or one query).
+    state: TokenState
     amr: tuple[str, ...] = AMR_PASSWORD
     username: str | None = None
 
@@ -88,6 +92,7 @@ def verify_token(
         claims=claims,
         amr=found.amr,
         username=state.username,
+        state=state,
     )
 
 
