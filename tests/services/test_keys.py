@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app.services import keys
-from tests.conftest import PASSWORD
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, assert_problem
 
 
 def b64(data: bytes) -> str:
