@@ -195,3 +195,13 @@ class Auth:
             user.role = "admin"
             db.session.commit()
         return self.login(body["user"]["email"])
+
+
+def add_user(*, role: str = "user", email: str | None = None, password: str = PASSWORD, **extra) -> User:
+    """A committed user made through the service layer (no HTTP); call inside an app context."""
+    from app.services import users
+
+    email = email or f"user{next(_counter)}@example.com"
+    user = users.new_user(email=email, password=password, name=extra.pop("name", "Test User"), role=role, **extra)
+    db.session.commit()
+    return user
