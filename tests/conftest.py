@@ -132,6 +132,20 @@ def make_app(app, database_url):
 
 
 @pytest.fixture
+def empty_app(database_url, tmp_path):
+    """An app on a new, empty (never migrated) database of this backend, dropped after the test."""
+    backend = BACKENDS[database_url.split(":", 1)[0].split("+", 1)[0]]
+    url = backend.create(str(tmp_path))
+    app = make_test_app(url)
+    yield app
+    app.extensions["revocations"].stop()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    backend.drop(url)
+
+
+@pytest.fixture
 def backend(database_url) -> str:
     """The backend name of this test run."""
     return database_url.split(":", 1)[0].split("+", 1)[0]
