@@ -6,7 +6,6 @@ reachable. Under CI=true an unreachable server fails the run instead of skipping
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
@@ -29,9 +28,7 @@ from app.models import (
     User,
 )
 from tests.databases import BACKENDS, IN_CI, selected_backends
-
-PASSWORD = "correct horse battery staple"
-_counter = itertools.count(1)
+from tests.helpers import Auth
 
 
 def pytest_configure(config):
@@ -135,6 +132,20 @@ def make_app(app, database_url):
 
 
 @pytest.fixture
+def empty_app(database_url, tmp_path):
+    """An app on a new, empty (never migrated) database of this backend, dropped after the test."""
+    backend = BACKENDS[database_url.split(":", 1)[0].split("+", 1)[0]]
+    url = backend.create(str(tmp_path))
+    app = make_test_app(url)
+    yield app
+    app.extensions["revocations"].stop()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    backend.drop(url)
+
+
+@pytest.fixture
 def backend(database_url) -> str:
     """The backend name of this test run."""
     return database_url.split(":", 1)[0].split("+", 1)[0]
@@ -150,43 +161,6 @@ def client(app):
 def runner(app):
     """A CLI runner."""
     return app.test_cli_runner()
-
-
-def bearer(token: str) -> dict[str, str]:
-    """An Authorization header."""
-    return {"Authorization": f"Bearer {token}"}
-
-
-class Auth:
-    """Helpers to make accounts and sign in through the real endpoints."""
-
-    def __init__(self, client, app):
-        """Bind to a client."""
-        self.client = client
-        self.app = app
-
-    def signup(self, email: str | None = None, password: str = PASSWORD, **extra) -> dict:
-        """Sign up and return the response body (asserting 201)."""
-        email = email or f"user{next(_counter)}@example.com"
-        body = {"email": email, "password": password, "name": extra.pop("name", "Test User"), **extra}
-        response = self.client.post("/signup", json=body)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()
-
-    def login(self, email: str, password: str = PASSWORD) -> dict:
-        """Log in and return the response body (asserting 200)."""
-        response = self.client.post("/login", json={"email": email, "password": password})
-        assert response.status_code == 200, response.get_json()
-        return response.get_json()
-
-    def make_admin(self, email: str | None = None) -> dict:
-        """A signed-in admin: signup, promote in the database, log in again for a token with the role."""
-        body = self.signup(email)
-        with self.app.app_context():
-            user = db.session.get(User, __import__("uuid").UUID(body["user_id"]))
-            user.role = "admin"
-            db.session.commit()
-        return self.login(body["user"]["email"])
 
 
 @pytest.fixture

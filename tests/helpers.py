@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import uuid
 
@@ -12,7 +13,9 @@ import jwt
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD, bearer
+
+PASSWORD = "correct horse battery staple"
+_counter = itertools.count(1)
 
 USER_FIELDS = {
     "id",
@@ -155,3 +158,50 @@ def b64(data: dict | bytes) -> str:
 def unb64(segment: str) -> dict:
     """The JSON object in a base64url segment."""
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Auth:
+    """Helpers to make accounts and sign in through the real endpoints."""
+
+    def __init__(self, client, app):
+        """Bind to a client."""
+        self.client = client
+        self.app = app
+
+    def signup(self, email: str | None = None, password: str = PASSWORD, **extra) -> dict:
+        """Sign up and return the response body (asserting 201)."""
+        email = email or f"user{next(_counter)}@example.com"
+        body = {"email": email, "password": password, "name": extra.pop("name", "Test User"), **extra}
+        response = self.client.post("/signup", json=body)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    def login(self, email: str, password: str = PASSWORD) -> dict:
+        """Log in and return the response body (asserting 200)."""
+        response = self.client.post("/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    def make_admin(self, email: str | None = None) -> dict:
+        """A signed-in admin: signup, promote in the database, log in again for a token with the role."""
+        body = self.signup(email)
+        with self.app.app_context():
+            user = db.session.get(User, uuid.UUID(body["user_id"]))
+            user.role = "admin"
+            db.session.commit()
+        return self.login(body["user"]["email"])
+
+
+def add_user(*, role: str = "user", email: str | None = None, password: str = PASSWORD, **extra) -> User:
+    """A committed user made through the service layer (no HTTP); call inside an app context."""
+    from app.services import users
+
+    email = email or f"user{next(_counter)}@example.com"
+    user = users.new_user(email=email, password=password, name=extra.pop("name", "Test User"), role=role, **extra)
+    db.session.commit()
+    return user

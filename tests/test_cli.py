@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import AuditEvent, OutboxMessage, RevokedToken, Session, User
 from app.services import outbox
-from tests.conftest import PASSWORD, bearer
+from tests.helpers import PASSWORD, bearer
 from tests.servers import postgres_server  # noqa: F401  (fixture)
 from tests.smtp import Inbox, SMTPServer
 

@@ -17,10 +17,10 @@ from flask_migrate import upgrade
 
 from app import outage
 from app.extensions import db
-from tests.conftest import PASSWORD, make_test_app
+from tests.conftest import make_test_app
 from tests.databases import Backend
 from tests.e2e.server import running_server
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, assert_problem
 from tests.servers import postgres_server  # noqa: F401  (fixture)
 
 BOUND = 1  # DATABASE_STATEMENT_TIMEOUT of these tests, seconds

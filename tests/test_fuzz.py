@@ -33,8 +33,8 @@ from schemathesis import checks
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD, Auth, bearer
 from tests.databases import selected_backends
+from tests.helpers import PASSWORD, Auth, bearer
 
 MAX_EXAMPLES = 30
 FUZZ_SETTINGS = settings(

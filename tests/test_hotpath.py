@@ -12,8 +12,7 @@ from prometheus_client import REGISTRY
 
 from app.api.checks import MAX_JSON_DEPTH
 from app.services import verification
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, assert_problem, bearer
 
 SHIPPED = {"URL_PREFIX": "/auth", "CORS_ORIGINS": "https://app.example.com"}  # deploy/k8s/configmap.yaml, plus a prefix
 CONFIGURATIONS = {

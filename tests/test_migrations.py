@@ -14,33 +14,17 @@ from sqlalchemy import Boolean, Uuid, bindparam, inspect
 
 from app.extensions import db
 from app.models import Base, UTCDateTime
-from tests.conftest import make_test_app
-from tests.databases import BACKENDS
 
 
-def _fresh_app(database_url, tmp_path):
-    """An app on a new, empty database of the same backend as `database_url`."""
-    name = database_url.split(":", 1)[0].split("+", 1)[0]
-    backend = BACKENDS[name]
-    url = backend.create(str(tmp_path))
-    return backend, url, make_test_app(url)
-
-
-def test_migrations_upgrade_downgrade_upgrade(database_url, tmp_path):
-    backend, url, app = _fresh_app(database_url, tmp_path)
-    try:
-        with app.app_context():
-            upgrade()
-            assert {"users", "sessions", "revoked_tokens", "audit_events"} <= set(inspect(db.engine).get_table_names())
-            downgrade(revision="base")
-            assert not {"users", "sessions", "revoked_tokens", "audit_events"} & set(
-                inspect(db.engine).get_table_names()
-            )
-            upgrade()
-            assert {"users", "sessions", "revoked_tokens", "audit_events"} <= set(inspect(db.engine).get_table_names())
-            db.engine.dispose()
-    finally:
-        backend.drop(url)
+def test_migrations_upgrade_downgrade_upgrade(empty_app):
+    with empty_app.app_context():
+        upgrade()
+        assert {"users", "sessions", "revoked_tokens", "audit_events"} <= set(inspect(db.engine).get_table_names())
+        downgrade(revision="base")
+        assert not {"users", "sessions", "revoked_tokens", "audit_events"} & set(inspect(db.engine).get_table_names())
+        upgrade()
+        assert {"users", "sessions", "revoked_tokens", "audit_events"} <= set(inspect(db.engine).get_table_names())
+        db.engine.dispose()
 
 
 def test_models_match_migrations(base_app):
@@ -128,43 +112,35 @@ def _insert_user(email: str, username: str | None = None) -> uuid.UUID:
     return user_id
 
 
-def test_identifier_forms_migration_rewrites_unicode_domains(database_url, tmp_path):
+def test_identifier_forms_migration_rewrites_unicode_domains(empty_app):
     """0004: a U-label domain stored by the old rules becomes the A-label the lookups now use."""
-    backend, url, app = _fresh_app(database_url, tmp_path)
-    try:
-        with app.app_context():
-            upgrade(revision="0003_login_throttle")
-            unicode_id = _insert_user("x@bücher.example", "Jo_e")
-            plain_id = _insert_user("plain@example.com")
-            upgrade()
-            emails = dict(db.session.execute(sa.text("SELECT id, email FROM users")).all())
-            keys = dict(db.session.execute(sa.text("SELECT id, username_key FROM users")).all())
-            db.session.remove()
-            db.engine.dispose()
-    finally:
-        backend.drop(url)
+    with empty_app.app_context():
+        upgrade(revision="0003_login_throttle")
+        unicode_id = _insert_user("x@bücher.example", "Jo_e")
+        plain_id = _insert_user("plain@example.com")
+        upgrade()
+        emails = dict(db.session.execute(sa.text("SELECT id, email FROM users")).all())
+        keys = dict(db.session.execute(sa.text("SELECT id, username_key FROM users")).all())
+        db.session.remove()
+        db.engine.dispose()
     emails = {uuid.UUID(str(key)): value for key, value in emails.items()}
     keys = {uuid.UUID(str(key)): value for key, value in keys.items()}
     assert emails == {unicode_id: "x@xn--bcher-kva.example", plain_id: "plain@example.com"}
     assert keys[unicode_id] == "jo_e"
 
 
-def test_identifier_forms_migration_stops_on_twins(database_url, tmp_path, capfd):
+def test_identifier_forms_migration_stops_on_twins(empty_app, capfd):
     """Two old rows that are one address under the new rules stop the upgrade, naming both."""
-    backend, url, app = _fresh_app(database_url, tmp_path)
-    try:
-        with app.app_context():
-            upgrade(revision="0003_login_throttle")
-            first = _insert_user("x@bücher.example")
-            second = _insert_user("x@xn--bcher-kva.example")
-            with pytest.raises(SystemExit):  # flask-migrate logs the RuntimeError and exits 1
-                upgrade()
-            logged = capfd.readouterr().err  # Alembic's logging configuration writes to stderr
-            assert "same email once normalized" in logged
-            assert str(first) in logged and str(second) in logged
-            emails = set(db.session.execute(sa.text("SELECT email FROM users")).scalars())
-            assert emails == {"x@bücher.example", "x@xn--bcher-kva.example"}  # nothing half-done
-            db.session.remove()
-            db.engine.dispose()
-    finally:
-        backend.drop(url)
+    with empty_app.app_context():
+        upgrade(revision="0003_login_throttle")
+        first = _insert_user("x@bücher.example")
+        second = _insert_user("x@xn--bcher-kva.example")
+        with pytest.raises(SystemExit):  # flask-migrate logs the RuntimeError and exits 1
+            upgrade()
+        logged = capfd.readouterr().err  # Alembic's logging configuration writes to stderr
+        assert "same email once normalized" in logged
+        assert str(first) in logged and str(second) in logged
+        emails = set(db.session.execute(sa.text("SELECT email FROM users")).scalars())
+        assert emails == {"x@bücher.example", "x@xn--bcher-kva.example"}  # nothing half-done
+        db.session.remove()
+        db.engine.dispose()

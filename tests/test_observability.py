@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, assert_problem, bearer
 
 
 def metric(text: str, name: str, **labels) -> float:

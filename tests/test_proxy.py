@@ -6,7 +6,7 @@ import pytest
 
 import config
 from app.proxy import client_address, parse_networks
-from tests.conftest import PASSWORD, bearer
+from tests.helpers import PASSWORD, bearer
 
 NETS = parse_networks(["10.0.0.0/8", "192.168.1.5"])
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Session, User
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 
 def run_together(app, count: int, request) -> list:

@@ -10,8 +10,7 @@ import pytest
 
 from app import ratelimit
 from app.ratelimit import AddressLimit
-from tests.conftest import PASSWORD, Auth
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, Auth, assert_problem
 from tests.servers import SHARED_REDIS_URL as REDIS_URL
 from tests.servers import redis_client  # noqa: F401  (fixture)
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from app.observability import RATE_LIMIT_FALLBACK
-from tests.conftest import PASSWORD
 from tests.e2e.server import running_server
+from tests.helpers import PASSWORD
 from tests.servers import redis_server  # noqa: F401  (fixture)
 
 DOWN = "rate limit storage unreachable"

@@ -9,8 +9,7 @@ from sqlalchemy import update
 
 from app.extensions import db
 from app.models import AuditEvent, utcnow
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, assert_problem, bearer
 
 NEW_PASSWORD = "a different long passphrase"
 

@@ -7,8 +7,7 @@ import pytest
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import USER_FIELDS, assert_problem
+from tests.helpers import PASSWORD, USER_FIELDS, assert_problem, bearer
 
 
 def assert_token_pair(body: dict) -> None:

@@ -17,8 +17,7 @@ from app.extensions import db
 from app.models import Session
 from app.services import mfa
 from tests.api.test_mfa import T0, code_at, enable, mfa_token, next_step
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_ok, assert_problem, check_token
+from tests.helpers import PASSWORD, assert_ok, assert_problem, bearer, check_token
 
 OWN = {"Origin": "http://localhost"}
 APP_ORIGIN = "https://app.example.com"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PASSWORD, bearer, make_test_app
-from tests.helpers import assert_problem
+from tests.conftest import make_test_app
+from tests.helpers import PASSWORD, assert_problem, bearer
 
 ENDPOINTS = [
     ("post", "/signup"),

@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_ok, assert_problem
+from tests.helpers import PASSWORD, assert_ok, assert_problem, bearer
 
 # The probe's strings: each must be refused (400 naming the field) or be the same account (409).
 EMAIL_PROBES = [

@@ -15,8 +15,7 @@ from sqlalchemy import event, select, update
 from app.extensions import db
 from app.models import AuditEvent, MfaChallenge, RecoveryCode, TotpCredential, utcnow
 from app.services import mfa, throttle
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import USER_FIELDS, assert_ok, assert_problem, check_token
+from tests.helpers import PASSWORD, USER_FIELDS, assert_ok, assert_problem, bearer, check_token
 
 T0 = 1_800_000_000  # a step boundary (divisible by 30)
 NEW_PASSWORD = "a wholly different passphrase"

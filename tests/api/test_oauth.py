@@ -16,8 +16,7 @@ import pytest
 from app.extensions import db
 from app.models import AuditEvent
 from app.services import clients
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_problem, check_token
+from tests.helpers import PASSWORD, assert_problem, bearer, check_token
 
 FORM = "application/x-www-form-urlencoded"
 

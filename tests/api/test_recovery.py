@@ -13,8 +13,7 @@ from sqlalchemy import func, select, update
 from app.extensions import db
 from app.models import AccountToken, AuditEvent, LoginThrottle, OutboxMessage, User, utcnow
 from app.services import recovery, throttle
-from tests.conftest import PASSWORD, Auth, bearer
-from tests.helpers import assert_ok, assert_problem, check_token, db_user, login_response
+from tests.helpers import PASSWORD, Auth, assert_ok, assert_problem, bearer, check_token, db_user, login_response
 from tests.smtp import deliver, html_of, text_of, token_in
 
 NEW_PASSWORD = "a brand new passphrase 42"

@@ -8,8 +8,17 @@ import pytest
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import PASSWORD, Auth, bearer
-from tests.helpers import USER_FIELDS, assert_ok, assert_problem, check_token, db_user, login_response
+from tests.helpers import (
+    PASSWORD,
+    USER_FIELDS,
+    Auth,
+    assert_ok,
+    assert_problem,
+    bearer,
+    check_token,
+    db_user,
+    login_response,
+)
 
 NEW_PASSWORD = "an entirely different passphrase"
 

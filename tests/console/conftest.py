@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 BASE = "https://localhost"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -12,9 +12,8 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import AuditEvent, Session, User
 from app.services import mfa
-from tests.conftest import PASSWORD, bearer
 from tests.console.conftest import BASE, Console, flashes
-from tests.helpers import assert_ok, assert_problem, check_token, db_user
+from tests.helpers import PASSWORD, assert_ok, assert_problem, bearer, check_token, db_user
 from tests.smtp import deliver, token_in
 
 T0 = 1_800_000_000

@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.browser import browser  # noqa: F401 (a fixture)
-from tests.conftest import PASSWORD
 from tests.e2e.server import free_port, running_server
+from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.e2e
 COOKIE = "__Host-refresh_token"

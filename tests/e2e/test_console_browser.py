@@ -19,8 +19,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
 from tests import browser as browsers
-from tests.conftest import PASSWORD
 from tests.e2e.server import running_server
+from tests.helpers import PASSWORD
 from tests.smtp import SMTPServer, text_of
 
 pytestmark = pytest.mark.e2e

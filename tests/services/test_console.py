@@ -10,7 +10,7 @@ from app.errors import AccountDisabled, Forbidden, NotFound
 from app.extensions import db
 from app.models import User
 from app.services import console, users
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import PASSWORD, Auth, bearer
-from tests.helpers import assert_ok, check_token
+from tests.helpers import PASSWORD, Auth, assert_ok, bearer, check_token
 
 NEW_PASSWORD = "a wholly different passphrase"
 # One pooled connection per thread, as gunicorn sizes it (DATABASE_POOL_SIZE = threads).

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import OutboxMessage, User
 from app.services import events, recovery, users
-from tests.conftest import PASSWORD, Auth, bearer
+from tests.helpers import PASSWORD, Auth, bearer
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 

@@ -19,10 +19,10 @@ from app.extensions import db
 from app.models import AuditEvent, Session, User
 from app.services import passwords
 from tests.api.test_recovery import reset, reset_token
-from tests.conftest import PASSWORD, make_test_app
+from tests.conftest import make_test_app
 from tests.data.make_moving_in import FILE, NO_HASH, PASSWORDS
 from tests.databases import BACKENDS
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, assert_problem
 
 RECORDS = len(FILE.read_text(encoding="utf-8").splitlines())
 

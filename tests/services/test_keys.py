@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -14,30 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app.services import keys
-from tests.conftest import PASSWORD
-from tests.helpers import assert_problem
-
-
-def b64(data: bytes) -> str:
-    """base64url without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def claims_of(token: str) -> dict:
-    """The payload, unverified."""
-    return jwt.decode(token, options={"verify_signature": False})
-
-
-def signup(client, email="k@example.com") -> dict:
-    """Sign up and return the body."""
-    response = client.post("/signup", json={"email": email, "password": PASSWORD, "name": "K"})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def check(client, token) -> dict:
-    """The /checkToken answer."""
-    return client.post("/checkToken", json={"token": token}).get_json()
+from tests.helpers import PASSWORD, Auth, assert_problem, b64, check_token, claims_of
 
 
 @pytest.fixture
@@ -56,10 +32,10 @@ def key_app(make_app, tmp_path):
 @pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "RS256"])
 def test_asymmetric_tokens_carry_kid_and_verify_with_the_jwks(key_app, algorithm):
     client = key_app(algorithm).test_client()
-    body = signup(client)
+    body = Auth(client, client.application).signup("k@example.com")
     header = jwt.get_unverified_header(body["access_token"])
     assert header["alg"] == algorithm and header["kid"]
-    assert check(client, body["access_token"])["valid"] is True
+    assert check_token(client, body["access_token"])["valid"] is True
     jwks = client.get("/.well-known/jwks.json").get_json()
     assert [key["kid"] for key in jwks["keys"]] == [header["kid"]]
     assert jwks["keys"][0]["alg"] == algorithm and jwks["keys"][0]["use"] == "sig"
@@ -71,15 +47,15 @@ def test_asymmetric_tokens_carry_kid_and_verify_with_the_jwks(key_app, algorithm
 
 def test_rotation_keeps_retired_keys_verifying_until_pruned(key_app, tmp_path):
     first = key_app().test_client()
-    old_token = signup(first)["access_token"]
+    old_token = Auth(first, first.application).signup("k@example.com")["access_token"]
     old_kid = jwt.get_unverified_header(old_token)["kid"]
     keys.rotate(tmp_path / "keys", algorithm="ES256")
     second = key_app().test_client()
-    new_token = second.post("/login", json={"email": "k@example.com", "password": PASSWORD}).get_json()["access_token"]
+    new_token = Auth(second, second.application).login("k@example.com")["access_token"]
     new_kid = jwt.get_unverified_header(new_token)["kid"]
     assert new_kid != old_kid
-    assert check(second, old_token)["valid"] is True  # the retired key still verifies
-    assert check(second, new_token)["valid"] is True
+    assert check_token(second, old_token)["valid"] is True  # the retired key still verifies
+    assert check_token(second, new_token)["valid"] is True
     assert {key["kid"] for key in second.get("/.well-known/jwks.json").get_json()["keys"]} == {old_kid, new_kid}
 
     # Nothing is pruned while a token of the retired key can be alive…
@@ -87,8 +63,8 @@ def test_rotation_keeps_retired_keys_verifying_until_pruned(key_app, tmp_path):
     # …and once it is pruned, its tokens stop verifying.
     assert keys.prune(tmp_path / "keys", max_token_lifetime=timedelta(0)) == [old_kid]
     third = key_app().test_client()
-    assert check(third, old_token) == {"success": True, "valid": False, "reason": "invalid"}
-    assert check(third, new_token)["valid"] is True
+    assert check_token(third, old_token) == {"success": True, "valid": False, "reason": "invalid"}
+    assert check_token(third, new_token)["valid"] is True
     assert [key["kid"] for key in third.get("/.well-known/jwks.json").get_json()["keys"]] == [new_kid]
 
 
@@ -104,7 +80,7 @@ def forge(header: dict, claims: dict, sign) -> str:
 
 def test_hs256_signed_with_the_public_key_is_refused_under_rs256(key_app, tmp_path):
     client = key_app("RS256").test_client()
-    token = signup(client)["access_token"]
+    token = Auth(client, client.application).signup("k@example.com")["access_token"]
     kid = jwt.get_unverified_header(token)["kid"]
     jwks_key = client.get("/.well-known/jwks.json").get_json()["keys"][0]
     public_pem = jwt.PyJWK(jwks_key).key.public_bytes(
@@ -115,28 +91,28 @@ def test_hs256_signed_with_the_public_key_is_refused_under_rs256(key_app, tmp_pa
         claims_of(token),
         lambda data: hmac.new(public_pem, data, hashlib.sha256).digest(),
     )
-    assert check(client, forged) == {"success": True, "valid": False, "reason": "invalid"}
+    assert check_token(client, forged) == {"success": True, "valid": False, "reason": "invalid"}
 
 
 def test_rs256_token_is_refused_under_hs256(client, user):
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims_of(user["access_token"]), attacker, algorithm="RS256", headers={"kid": "x"})
-    assert check(client, forged)["reason"] == "invalid"
+    assert check_token(client, forged)["reason"] == "invalid"
 
 
 def test_token_signed_by_another_key_with_a_known_kid_is_refused(key_app):
     client = key_app().test_client()
-    token = signup(client)["access_token"]
+    token = Auth(client, client.application).signup("k@example.com")["access_token"]
     kid = jwt.get_unverified_header(token)["kid"]
     attacker = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode(claims_of(token), attacker, algorithm="ES256", headers={"kid": kid})
-    assert check(client, forged)["reason"] == "invalid"
+    assert check_token(client, forged)["reason"] == "invalid"
 
 
 @pytest.mark.parametrize("extra", ["jwk", "jku", "x5u", "no-kid", "unknown-kid"])
 def test_key_location_headers_are_never_followed(key_app, extra):
     client = key_app().test_client()
-    token = signup(client)["access_token"]
+    token = Auth(client, client.application).signup("k@example.com")["access_token"]
     attacker = ec.generate_private_key(ec.SECP256R1())
     headers = {"kid": jwt.get_unverified_header(token)["kid"]}
     public_jwk = jwt.algorithms.ECAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
@@ -149,7 +125,7 @@ def test_key_location_headers_are_never_followed(key_app, extra):
     else:
         headers["kid"] = "attacker-kid"
     forged = jwt.encode(claims_of(token), attacker, algorithm="ES256", headers=headers)
-    assert check(client, forged)["reason"] == "invalid"
+    assert check_token(client, forged)["reason"] == "invalid"
 
 
 def test_missing_keys_fail_closed(key_app):
@@ -164,15 +140,15 @@ def test_missing_keys_fail_closed(key_app):
 
 def test_audience_is_written_and_required_when_configured(make_app):
     client = make_app(JWT_AUDIENCE="orders-api").test_client()
-    token = signup(client)["access_token"]
+    token = Auth(client, client.application).signup("k@example.com")["access_token"]
     claims = claims_of(token)
     assert claims["aud"] == "orders-api"
-    assert check(client, token)["valid"] is True
+    assert check_token(client, token)["valid"] is True
     secret = client.application.config["JWT_SECRET_KEY"]
     for audience in (None, "billing-api"):
         forged_claims = {**claims, "aud": audience} if audience else {k: v for k, v in claims.items() if k != "aud"}
         forged = jwt.encode(forged_claims, secret, algorithm="HS256")
-        assert check(client, forged)["reason"] == "invalid"
+        assert check_token(client, forged)["reason"] == "invalid"
 
 
 def test_keys_cli_generate_rotate_list_prune(make_app, tmp_path):

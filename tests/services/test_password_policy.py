@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.services.passwords import common_passwords
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, assert_problem, bearer
 
 
 def test_common_password_list_is_large_and_real():

@@ -27,7 +27,7 @@ from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import User
 from app.services import passwords
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 LIGATURE = "\ufb01"  # "ﬁ", which NFKC turns into "fi"
 

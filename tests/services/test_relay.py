@@ -24,7 +24,7 @@ from app.models import OutboxMessage, User
 from app.models.outbox import PENDING, SENT
 from app.services import events, outbox, relay, users
 from tests.broker import BROKER_URL, Forwarder, free_port, url_on_port
-from tests.conftest import PASSWORD, Auth, bearer
+from tests.helpers import PASSWORD, Auth, bearer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from sqlalchemy import event, text
 from app.extensions import db
 from app.models import User
 from app.services.revocation_view import RevocationCache, TokenState
-from tests.conftest import PASSWORD, bearer
+from tests.helpers import PASSWORD, bearer
 
 STATE = TokenState(user_exists=True, email="a@example.com", role="user", is_active=True, session_live=True)
 

@@ -9,8 +9,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Session
-from tests.conftest import bearer
-from tests.helpers import assert_accepted, assert_rejected, assert_unauthorized, check_token, claims_of
+from tests.helpers import assert_accepted, assert_rejected, assert_unauthorized, bearer, check_token, claims_of
 
 
 def test_refresh_token_has_refresh_type_and_same_sid(user):

@@ -13,8 +13,7 @@ import pytest
 
 from app.extensions import db
 from app.models import LoginThrottle
-from tests.conftest import PASSWORD, Auth, bearer
-from tests.helpers import assert_problem
+from tests.helpers import PASSWORD, Auth, assert_problem, bearer
 
 
 def login(client, email, password="wrong password!", ip="10.9.9.9"):

@@ -9,8 +9,7 @@ import uuid
 import jwt
 import pytest
 
-from tests.conftest import PASSWORD, bearer
-from tests.helpers import assert_rejected, check_token, claims_of, forge
+from tests.helpers import PASSWORD, assert_rejected, bearer, check_token, claims_of, forge
 
 # --- helpers ---------------------------------------------------------------------------------
 

@@ -19,12 +19,13 @@ import pytest
 
 from app.extensions import db
 from app.models import RevokedToken, Session, User
-from tests.conftest import PASSWORD, bearer
 from tests.helpers import (
+    PASSWORD,
     assert_accepted,
     assert_rejected,
     assert_unauthorized,
     b64,
+    bearer,
     check_token,
     claims_of,
     forge,
