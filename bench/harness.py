@@ -276,6 +276,8 @@ class Harness:
     def run(self) -> dict[str, Any]:
         """Everything, with the database dropped and the servers stopped whatever happens."""
         started = time.monotonic()
+        # The code and the date as the run starts: the servers import the tree now and at each scale.
+        self.code, self.date = report.code_version(ROOT), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         try:
             return self._run(started)
         finally:
@@ -374,9 +376,14 @@ class Harness:
             self.servers.remove(service)
 
         results = {
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": self.date,
             "command": shlex.join(["python", "-m", "bench.harness", *sys.argv[1:]]),
-            "code": report.code_version(ROOT),
+            "code": self.code
+            + (
+                ""
+                if report.code_version(ROOT) == self.code
+                else f" (the tree was {report.code_version(ROOT)} at the end)"
+            ),
             "smoke": args.smoke,
             "scales": args.scales,
             "duration": args.duration,
