@@ -30,7 +30,7 @@ from bench.scale import ENDPOINTS, ScaleRun
 from bench.seed import PASSWORD, BenchDatabase, seed
 from bench.server import GUNICORN_CONFIG, ROOT, Gunicorn
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_POSTGRES = report.DEFAULT_POSTGRES
 UNREACHABLE_LIMIT = "100000000/minute"
 # /login/mfa has never been measured above this; each of its logins needs a user of its own (a TOTP
 # step is accepted once per user), so the pool of users with TOTP is sized to it for the run.

@@ -26,7 +26,6 @@ from bench import report
 from bench.seed import BenchDatabase
 from bench.server import BIN, ROOT
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 GOAL_SECONDS = 60.0
 GOAL_USERS = 100_000
 
@@ -183,16 +182,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m bench.imports", description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, help=f"users in the file (default {GOAL_USERS:,}; smoke 2,000)")
-    parser.add_argument("--smoke", action="store_true", help="a seconds-long run (the test suite)")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES,
-    )
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument("--results", type=Path, help="Markdown report (default bench/IMPORT.md)")
+    report.standalone_arguments(parser)
     args = parser.parse_args(argv)
     args.users = args.users or (2000 if args.smoke else GOAL_USERS)
-    args.results = args.results or (args.out_dir / "IMPORT-smoke.md" if args.smoke else ROOT / "bench" / "IMPORT.md")
+    args.results = report.standalone_results(args, "IMPORT")
     return args
 
 
@@ -200,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run, write the reports; non-zero if the import was incomplete."""
     args = parse_args(argv)
     results = run(args)
-    (args.out_dir / ("import-smoke.json" if args.smoke else "import.json")).write_text(json.dumps(results, indent=2))
-    args.results.write_text(markdown(results))
-    print(f"wrote {args.results}")
-    return 0 if results["complete"] else 1
+    return report.write_standalone(args, "import", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ bench/out/MAIL-smoke.md) and bench/out/mail.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shlex
@@ -21,13 +20,10 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bench import report
 from bench.seed import BenchDatabase
 from bench.server import ROOT
-
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def queue_mails(app, count: int) -> None:
@@ -186,28 +182,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m bench.mail", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mails", type=int, help="mails to deliver (default 2,000; smoke 200)")
-    parser.add_argument("--smoke", action="store_true", help="a seconds-long run (the test suite)")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES,
-    )
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument("--results", type=Path, help="Markdown report (default bench/MAIL.md)")
+    report.standalone_arguments(parser)
     args = parser.parse_args(argv)
     args.mails = args.mails or (200 if args.smoke else 2000)
-    args.results = args.results or (args.out_dir / "MAIL-smoke.md" if args.smoke else ROOT / "bench" / "MAIL.md")
+    args.results = report.standalone_results(args, "MAIL")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run, write the reports; non-zero if a mail was missing or doubled."""
     args = parse_args(argv)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     results = run(args)
-    (args.out_dir / ("mail-smoke.json" if args.smoke else "mail.json")).write_text(json.dumps(results, indent=2))
-    args.results.write_text(markdown(results))
-    print(f"wrote {args.results}")
-    return 0 if results["complete"] else 1
+    return report.write_standalone(args, "mail", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pika
 
@@ -29,7 +28,6 @@ from bench import report
 from bench.seed import BenchDatabase
 from bench.server import ROOT
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
@@ -192,29 +190,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, help="events over 1,000 users (default 20,000; smoke 2,000)")
     parser.add_argument("--batch-size", type=int, default=500, help="EVENTS_BATCH_SIZE (default 500)")
-    parser.add_argument("--smoke", action="store_true", help="a seconds-long run (the test suite)")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES,
-    )
+    report.standalone_arguments(parser)
     parser.add_argument("--amqp-url", default=os.environ.get("TEST_AMQP_URL") or DEFAULT_AMQP)
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument("--results", type=Path, help="Markdown report (default bench/RELAY.md)")
     args = parser.parse_args(argv)
     args.events = args.events or (2000 if args.smoke else 20_000)
-    args.results = args.results or (args.out_dir / "RELAY-smoke.md" if args.smoke else ROOT / "bench" / "RELAY.md")
+    args.results = report.standalone_results(args, "RELAY")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run, write the reports; non-zero if an event was missing or doubled."""
     args = parse_args(argv)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     results = run(args)
-    (args.out_dir / ("relay-smoke.json" if args.smoke else "relay.json")).write_text(json.dumps(results, indent=2))
-    args.results.write_text(markdown(results))
-    print(f"wrote {args.results}")
-    return 0 if results["complete"] else 1
+    return report.write_standalone(args, "relay", results, markdown(results))
 
 
 if __name__ == "__main__":

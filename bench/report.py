@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from bench.server import ROOT
 
 # Goal thresholds of issue 18 (each a ratio measured side by side in one run).
 GOAL_THROUGHPUT_RATIO = 0.85  # /checkToken, /validate, /introspect vs the bare Flask baseline
@@ -481,3 +484,36 @@ def write_markdown(path: Path, results: dict[str, Any], goals: list[dict[str, An
         "",
     ]
     path.write_text("\n".join(text))
+
+
+# --- the standalone benchmarks (bench/imports.py, bench/relay.py, bench/mail.py) ------------------
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def standalone_arguments(parser: Any) -> None:
+    """The options every standalone benchmark shares: --smoke, the PostgreSQL server, where reports go."""
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run (the test suite)")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES,
+    )
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument(
+        "--results", type=Path, help="Markdown report (default bench/<NAME>.md; smoke OUT/<NAME>-smoke.md)"
+    )
+
+
+def standalone_results(args: Any, name: str) -> Path:
+    """Where a standalone benchmark's Markdown goes: --results, else bench/NAME.md (smoke: OUT/NAME-smoke.md)."""
+    return args.results or (args.out_dir / f"{name}-smoke.md" if args.smoke else ROOT / "bench" / f"{name}.md")
+
+
+def write_standalone(args: Any, name: str, results: dict[str, Any], text: str) -> int:
+    """Write a standalone benchmark's JSON (OUT/name.json) and Markdown; 0 if everything arrived once, else 1."""
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = name.lower() + ("-smoke" if args.smoke else "")
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    args.results.write_text(text)
+    print(f"wrote {args.results}")
+    return 0 if results["complete"] else 1
