@@ -125,6 +125,10 @@ def profile_service(step, seconds: float, endpoint: str = "/checkToken") -> list
     written = []
     for mode, flags in MODES.items():
         name = endpoint.strip("/").lower()
+        # Warmed as a measured run is (bench/scale.py): the same tokens first, unrecorded, so the
+        # profile shows the steady state and not every worker's first sight of each token.
+        scenario = step.scenario(endpoint)
+        step.load(scenario, step.h.args.warmup)
         raw = out / f"profile-{name}-{scale}-{mode}.txt"
         recorder = subprocess.Popen(
             [
@@ -150,7 +154,7 @@ def profile_service(step, seconds: float, endpoint: str = "/checkToken") -> list
             text=True,
         )
         time.sleep(1)  # let py-spy attach to every worker before the load starts
-        result = step.load(step.scenario(endpoint), seconds)
+        result = step.load(scenario, seconds)
         _, errors = recorder.communicate(timeout=seconds + 60)
         if recorder.returncode != 0 or not raw.exists():
             print(f"  py-spy failed: {errors[-1000:]}", flush=True)
