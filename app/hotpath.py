@@ -1,21 +1,21 @@
-"""The verification endpoints, /checkToken and /validate: every answer built once, served before Flask.
+"""The verification endpoints and GET /me: every answer built once, served before Flask.
 
-Other services call these on every request they serve (docs/DESIGN.md, "The hot path"). Two
-things live here:
+Other services call /checkToken, /validate and /introspect on every request they serve, frontends
+GET /me on every page load (docs/DESIGN.md, "The hot path"). Two things live here:
 
-- `check_token_answer` and `validate_answer` build every answer these endpoints give once the
-  token is in hand: the 200s, the `X-User-*` headers, the 429 of the per-address limit, the 401s
-  of /validate, the 503 of a database outage. They are the only implementation: the Flask views
-  (app/api/auth.py) call them too.
-- `HotPath`, WSGI middleware in front of Flask, takes every well-formed request to these two
+- `check_token_answer`, `validate_answer`, `introspect_answer` and `me_answer` build every answer
+  these endpoints give once the token is in hand: the 200s, the `X-User-*` headers, the 429 of
+  the per-address limit, the 401s of /validate and /me, the 503 of a database outage. They are
+  the only implementation: the Flask views (app/api/auth.py, oauth.py, me.py) call them too.
+- `HotPath`, WSGI middleware in front of Flask, takes every well-formed request to these
   paths (CORS included, through Flask-CORS's own functions), calls the same builders, and adds
   the same envelope (app/http.py) and the same record (app/observability.py) as Flask's hooks.
 
-What the middleware hands to Flask untouched is what is not a verification answer: a body that
-is not a plain JSON object of one `token` string (Flask's request rules answer 400/413/415/422), a
-chunked body, a query string, a method other than POST /checkToken and GET /validate (405, the
-CORS preflight, HEAD). Nothing is verified or counted twice. tests/test_hotpath.py holds the two
-paths to the same answers, every header compared, under the shipped configuration.
+What the middleware hands to Flask untouched is what is not such an answer: a body that is not a
+plain JSON object of one `token` string (Flask's request rules answer 400/413/415/422) or not a
+plain form, a chunked body, a query string, any other method (405, the CORS preflight, HEAD,
+PATCH /me). Nothing is verified or counted twice. tests/test_hotpath.py holds the two paths to
+the same answers, every header compared, under the shipped configuration.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from app.http import (
 )
 from app.oauth import FORM_CONTENT_TYPE, Form, OAuthError
 from app.observability import record
+from app.schemas.common import UserResponseSchema
 from app.services import audit, introspection, token_codec, verification
 
 MAX_TOKEN_LENGTH = 8192  # the body field's bound (app/schemas/auth.py); a longer one is Flask's 400
@@ -131,6 +132,26 @@ def validate_answer(token: str | None, request_id: str) -> Answer:
     return _json(200, VALIDATED, identity_headers(verified))
 
 
+# GET /me's body: the contract's user object, dumped by the schema the OpenAPI document shows.
+USER_RESPONSE = UserResponseSchema()
+
+
+def me_answer(token: str | None, request_id: str) -> Answer:
+    """The GET /me answer for the Bearer credential `token`: the user as verification found them.
+
+    Frontends ask it on every page load (issue 18): the answer is the verified token's own state
+    (verification.SignedInUser), so a remembered token costs no query, and no Flask request.
+    """
+    try:
+        if token is None:
+            raise MissingToken()
+        verified = verification.verify_token(token, expected_type=token_codec.ACCESS)
+    except Exception as error:
+        return _failure(error, request_id)
+    user = USER_RESPONSE.dump({"user": verification.SignedInUser(verified)})
+    return _json(200, orjson.dumps(user, option=orjson.OPT_SORT_KEYS))
+
+
 class HotPath:
     """WSGI middleware in front of the Flask app for the two verification endpoints."""
 
@@ -142,6 +163,7 @@ class HotPath:
         self.check_path = f"{prefix}/checkToken"
         self.validate_path = f"{prefix}/validate"
         self.introspect_path = f"{prefix}/introspect"
+        self.me_path = f"{prefix}/me"
         self.max_body = app.config["MAX_CONTENT_LENGTH"]
         self.cors = app.extensions["cors_options"]
 
@@ -151,7 +173,7 @@ class HotPath:
         method = environ.get("REQUEST_METHOD")
         if environ.get("QUERY_STRING") or not (
             (path == self.check_path and method == "POST") or (path == self.validate_path and method == "GET")
-            or (path == self.introspect_path and method == "POST")
+            or (path == self.introspect_path and method == "POST") or (path == self.me_path and method == "GET")
         ):  # fmt: skip
             return self.inner(environ, start_response)
         introspect = path == self.introspect_path
@@ -173,6 +195,8 @@ class HotPath:
                 if token is None:
                     return self.inner(environ, start_response)  # missing_token: the view's argument rule
                 status, headers, body = check_token_answer(token, address, request_id)
+            elif path == self.me_path:
+                status, headers, body = me_answer(credential, request_id)
             else:
                 status, headers, body = validate_answer(credential, request_id)
         present = {name for name, _ in headers}

@@ -1,4 +1,4 @@
-"""The hot path answers /checkToken and /validate exactly as the Flask views do, and hands over the rest."""
+"""The hot path answers /checkToken, /validate and GET /me exactly as the Flask views do, and hands over the rest."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Pair:
 
         def flask(environ, start_response):
             # Only the verification paths count: a signup in a test's set-up is Flask's as it should be.
-            self.calls["flask"] += environ["PATH_INFO"] in (hot.check_path, hot.validate_path)
+            self.calls["flask"] += environ["PATH_INFO"] in (hot.check_path, hot.validate_path, hot.me_path)
             return inner(environ, start_response)
 
         hot.inner = flask
@@ -134,6 +134,50 @@ def test_validate_answers_match_without_flask(pair):
             assert fast.status_code == (200 if name == "valid" else 401), name
             verifications += given is not None and given.startswith("Bearer")
     assert pair.calls == {"flask": 0, "verified": verifications}
+
+
+def test_me_answers_match_without_flask(pair):
+    body = tokens_for(pair.fast, pair.prefix)
+    credentials = {
+        "valid": f"Bearer {body['access_token']}",
+        "none": None,
+        "garbage": "Bearer a.b.c",
+        "basic": "Basic eA==",
+        "refresh": f"Bearer {body['refresh_token']}",
+        "expired": "Bearer " + forged(pair.fast, body["access_token"], exp=int(time.time()) - 60),
+        "unknown-user": "Bearer " + forged(pair.fast, body["access_token"], sub=str(uuid.uuid4())),
+    }
+    verifications = 0
+    for origin in ORIGINS.values():
+        for name, given in credentials.items():
+            headers = {**({"Authorization": given} if given else {}), **origin}
+            fast = pair.same("get", "/me", headers=headers)
+            assert fast.status_code == (200 if name == "valid" else 401), name
+            verifications += given is not None and given.startswith("Bearer")
+    assert pair.calls == {"flask": 0, "verified": verifications}
+    user = pair.same("get", "/me", headers=bearer(body["access_token"])).get_json()["user"]
+    assert user == body["user"]  # the user object of the signup, read from the token's state
+
+
+def test_me_after_a_change_shows_the_change_on_both_paths(pair):
+    body = tokens_for(pair.fast, pair.prefix)
+    before = pair.same("get", "/me", headers=bearer(body["access_token"])).get_json()["user"]
+    changed = pair.fast.test_client().patch(
+        f"{pair.prefix}/me", json={"name": "Renamed"}, headers=bearer(body["access_token"])
+    )
+    assert changed.status_code == 200
+    after = pair.same("get", "/me", headers=bearer(body["access_token"])).get_json()["user"]
+    assert (before["name"], after["name"]) == ("H", "Renamed")
+    assert after == changed.get_json()["user"]
+
+
+def test_me_with_a_query_string_or_head_is_flasks_with_the_same_answer(pair):
+    body = tokens_for(pair.fast, pair.prefix)
+    before = pair.calls["flask"]
+    pair.same("get", "/me", headers=bearer(body["access_token"]), query_string={"x": "1"})
+    pair.same("head", "/me", headers=bearer(body["access_token"]))
+    pair.same("options", "/me", headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"})
+    assert pair.calls["flask"] == before + 3
 
 
 MALFORMED = {

@@ -38,6 +38,79 @@ class VerifiedToken:
     username: str | None = None
 
 
+class SignedInUser:
+    """The user behind a valid access token, as verification found them: Flask-Login's current_user, GET /me.
+
+    Its attributes are the user's columns that responses show (UserSchema), read from the state
+    that verified the token: as fresh as the verdict itself, since every change of the user's row
+    invalidates that state (app/services/revocation_view.py).
+    """
+
+    __slots__ = ("_state", "id", "token")
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, verified: VerifiedToken) -> None:
+        """Wrap a verified access token of a user (never a service client's)."""
+        self.token = verified
+        self.id: uuid.UUID = verified.user_id
+        self._state = verified.state
+
+    def get_id(self) -> str:
+        """Flask-Login's identifier: the user id as a string."""
+        return str(self.id)
+
+    @property
+    def email(self) -> str | None:
+        """The current address."""
+        return self._state.email
+
+    @property
+    def username(self) -> str | None:
+        """The username, if any."""
+        return self._state.username
+
+    @property
+    def name(self) -> str | None:
+        """The display name."""
+        return self._state.name
+
+    @property
+    def role(self) -> str | None:
+        """user or admin."""
+        return self._state.role
+
+    @property
+    def is_active(self) -> bool:
+        """Always true: verify_token refuses an inactive user's tokens."""
+        return self._state.is_active
+
+    @property
+    def email_verified(self) -> bool:
+        """Whether the address was confirmed."""
+        return self._state.email_verified
+
+    @property
+    def pending_email(self) -> str | None:
+        """A new address waiting for its link."""
+        return self._state.pending_email
+
+    @property
+    def mfa_enabled(self) -> bool:
+        """Whether a second factor is on."""
+        return self._state.mfa_enabled
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the account was made."""
+        return self._state.created_at
+
+    @property
+    def updated_at(self) -> datetime | None:
+        """When the row last changed."""
+        return self._state.updated_at
+
+
 @overload
 def verify_token(token: str, *, expected_type: str = ACCESS) -> VerifiedToken: ...
 
