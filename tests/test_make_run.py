@@ -10,6 +10,7 @@ MAKEFLAGS. The one liberty taken: the running test's virtualenv is linked in as 
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
 import os
@@ -114,31 +115,37 @@ def _wait_until_healthy(process: subprocess.Popen, run: MakeRun) -> None:
     cert = run.instance / "certs" / "cert.pem"
     while True:
         assert process.poll() is None, f"make run exited with {process.returncode}:\n{run.output()}"
-        if cert.exists() and run.server.context is None:
-            try:
-                run.server = Server(run.server.base, cert)
-            except ssl.SSLError:  # written but not complete yet
-                pass
-        if run.server.context is not None:
-            try:
-                if run.server.call("GET", "/health")[0] == 200:
-                    return
-            except OSError:  # not listening yet (URLError, refused, reset, TLS handshake)
-                pass
+        try:
+            # Trusting that certificate alone, read afresh until it answers (it may be half written).
+            run.server = Server(run.server.base, cert)
+            if run.server.call("GET", "/health")[0] == 200:
+                return
+        except OSError:  # no certificate yet, not listening yet (refused, reset, TLS handshake)
+            pass
         assert time.monotonic() < deadline, f"make run did not serve /health in {STARTUP_SECONDS} s:\n{run.output()}"
         time.sleep(0.2)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to make's process group (make, gunicorn and its workers), SIGKILL if it lingers."""
+def _group_alive(process: subprocess.Popen) -> bool:
+    """Whether any process of make's group (make, gunicorn, its workers) still runs."""
+    process.poll()  # reap make itself, or its zombie would count
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        os.killpg(process.pid, 0)
     except ProcessLookupError:
-        process.wait(timeout=10)
+        return False
+    return True
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to make's process group, SIGKILL to whatever still runs 30 s later (gunicorn's graceful timeout)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _group_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -333,15 +340,12 @@ def assert_as_documented(block: str, calls: list[Call]) -> int:
     answers = documented_answers(block)
     for index, status, comment in answers:
         call = calls[index]
-        assert call.status == status, (
-            f"README says {call.path} answers {status}, it answered {call.status}: {call.body}"
-        )
+        said = f"README.md: {call.path} answers {status}{comment}; it answered {call.status} {call.body}"
+        assert call.status == status, said
         for key in re.findall(r'"(\w+)":', comment):
-            assert isinstance(call.body, dict) and key in call.body, (
-                f"README shows {key!r} from {call.path}: {call.body}"
-            )
+            assert isinstance(call.body, dict) and key in call.body, said
         for key, value in DOCUMENTED_VALUE.findall(comment):
-            assert call.body[key] == json.loads(value), f"README shows {key}: {value} from {call.path}: {call.body}"
+            assert call.body[key] == json.loads(value), said
     return len(answers)
 
 
