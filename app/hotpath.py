@@ -105,13 +105,15 @@ def introspect_answer(form: Form | None, authorization: str | None, address: str
     """The /introspect answer (RFC 7662) for a parsed form (None: the body was no form) from `address`.
 
     The token is judged by verification.verify_token, as /checkToken's is, and counts against the
-    same per-address limit.
+    same per-address limit; a failed client authentication spends the address's budget of failed
+    secret checks (introspection.authenticate_caller says how, without a Redis call on success).
     """
-    wait = current_app.extensions["checktoken_limit"].retry_after(address)
+    extensions = current_app.extensions  # once: a lookup through the proxy costs more than a block check
+    wait = extensions["checktoken_limit"].retry_after(address)
     if wait is not None:
         return oauth_error_answer(oauth.rate_limited(wait))
     try:
-        body = introspection.introspect(form, authorization)
+        body = introspection.introspect(form, authorization, address, extensions["password_failure_budget"])
     except OAuthError as error:
         return oauth_error_answer(error)
     except Exception as error:

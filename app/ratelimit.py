@@ -19,6 +19,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from flask import Flask, Response, g, request
@@ -40,6 +41,7 @@ LEASE_MAX = 20
 LEASE_PER_HITS = 1000
 LEASE_SECONDS = 1.0
 LEASES_KEPT = 10_000  # addresses with a lease, per limit and worker, before expired ones are dropped
+BLOCKS_KEPT = 10_000  # addresses this worker knows blocked (AddressLimit.spend), per limit, likewise
 
 FAILURE_STATUSES = frozenset({401, 403, 409})
 # A wrong second factor is a 400 (invalid input, docs/CONTRACT.md) but a failed secret check all the same.
@@ -79,6 +81,7 @@ PASSWORD_CHECKS = (
     "mfa.disable",
     "mfa.regenerate_codes",
     # A client secret is a credential too: its wrong guesses spend the same budget (app/api/oauth.py).
+    # /introspect's too, counted after the check instead (the hot path: app/services/introspection.py).
     "oauth.token",
     "console.sign_in",
     "console.sign_in_code",
@@ -279,6 +282,8 @@ class AddressLimit:
     /checkToken is answered by the hot path (app/hotpath.py) without Flask's request machinery,
     so its limit cannot ride on Flask-Limiter's hooks; this one object serves both that path and
     the Flask view, with the same storage (Redis when REDIS_URL is set) and the same budget.
+    The failure budget of password checks is one too: reserved (check, refund) by the Flask
+    endpoints, spent after the fact (spend, blocked) by /introspect.
     When the storage fails it counts in-process, as Flask-Limiter's in_memory_fallback does, and
     asks the storage again at most every RECHECK_SECONDS.
     """
@@ -316,6 +321,8 @@ class AddressLimit:
         ]
         self.leases: dict[tuple[int, str], tuple[int, float]] = {}  # (item, key) -> (hits left, until)
         self.lease_lock = threading.Lock()
+        self.blocks: dict[str, float] = {}  # key -> until (epoch seconds): budgets spend() found used up
+        self.block_lock = threading.Lock()
 
     def _current(self, strategy: FixedWindowRateLimiter, storage: Storage) -> FixedWindowRateLimiter:
         """The shared storage, or the in-process one while it is down (re-asked now and then)."""
@@ -333,16 +340,20 @@ class AddressLimit:
         """Count a request from `address`; None if allowed, else seconds until it would be."""
         if self.strategy is None or self.storage is None:
             return None
-        key = address or "unknown"
+        return self._counted(self._count, address or "unknown")
+
+    def _counted(self, count: Callable[[FixedWindowRateLimiter, str], int | None], key: str) -> int | None:
+        """`count(strategy, key)` in the shared storage, or in-process while it is down (said once)."""
+        assert self.strategy is not None and self.storage is not None  # the callers return first when off
         strategy = self._current(self.strategy, self.storage)
         try:
-            return self._count(strategy, key)
+            return count(strategy, key)
         except self.errors as error:
             if strategy is self.memory:
                 raise
             self.fallback.failed(error)
             self.next_check = time.monotonic() + RECHECK_SECONDS
-            return self._count(self.memory, key)
+            return count(self.memory, key)
 
     def _count(self, strategy: FixedWindowRateLimiter, key: str) -> int | None:
         """Hit every limit in `strategy`; the wait of the first one exceeded, if any.
@@ -384,6 +395,62 @@ class AddressLimit:
             if len(self.leases) >= LEASES_KEPT:
                 self.leases = {k: v for k, v in self.leases.items() if v[1] > now and v[0] > 0}
             self.leases[(index, key)] = (hits, now + LEASE_SECONDS)
+
+    def spend(self, address: str | None) -> int | None:
+        """Count one failure that has happened, after the fact: None if the budget had room for it, else the
+        seconds until it has room again.
+
+        For a caller that did not reserve (check()) before its secret check, so that a success costs
+        no storage call (/introspect, app/services/introspection.py). Once the budget is used up, by
+        this failure or before it, this worker remembers the address blocked until the window
+        resets (blocked()), and refuses it from then on without asking the storage.
+        """
+        if self.strategy is None or self.storage is None:
+            return None
+        return self._counted(self._spend, address or "unknown")
+
+    def _spend(self, strategy: FixedWindowRateLimiter, key: str) -> int | None:
+        """One failure on every limit in `strategy`; remember a block when one of them is used up."""
+        over, until = False, 0.0
+        for item in self.items:
+            window = item.key_for(self.name, key)
+            count = strategy.storage.incr(window, item.get_expiry())
+            if count >= item.amount:  # the last one is gone: this worker's next attempt would be refused
+                over = over or count > item.amount
+                until = max(until, strategy.storage.get_expiry(window))
+        if until:
+            self._block(key, until)
+        return max(1, math.ceil(until - time.time())) if over else None
+
+    def _block(self, key: str, until: float) -> None:
+        """Remember that `key` has no budget left until `until` (epoch seconds)."""
+        now = time.time()
+        with self.block_lock:
+            if len(self.blocks) >= BLOCKS_KEPT:
+                self.blocks = {k: v for k, v in self.blocks.items() if v > now}
+                while len(self.blocks) >= BLOCKS_KEPT:  # all live: forget the oldest (it costs one more check)
+                    del self.blocks[next(iter(self.blocks))]
+            self.blocks[key] = max(until, self.blocks.get(key, 0.0))
+
+    def blocked(self, address: str | None) -> int | None:
+        """Seconds until `address` has budget again, if spend() found it used up in this worker; else None.
+
+        No storage call: a block another worker (or /login) found is not known here until this
+        worker's own next failure from that address.
+        """
+        if not self.blocks:
+            return None
+        key = address or "unknown"
+        until = self.blocks.get(key)
+        if until is None:
+            return None
+        left = until - time.time()
+        if left <= 0:
+            with self.block_lock:  # _block may be copying the table meanwhile
+                if self.blocks.get(key) == until:
+                    del self.blocks[key]
+            return None
+        return max(1, math.ceil(left))
 
     def check(self, address: str | None) -> None:
         """Raise RateLimited when over the limit."""

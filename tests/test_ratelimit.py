@@ -208,3 +208,35 @@ def test_a_lease_ends_after_a_second(shared_redis, monkeypatch):
     monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now + ratelimit.LEASE_SECONDS + 0.1)
     assert worker.retry_after("10.7.7.1") is None
     assert worker.leases[(0, "10.7.7.1")][0] == 19  # a new lease: the old one's hits were not spent
+
+
+def test_a_spent_budget_is_remembered_in_this_worker_until_its_window_resets(shared_redis, monkeypatch):
+    """AddressLimit.spend (/introspect's failures): counted after the fact; the block known without Redis."""
+    budget = AddressLimit("password-failures", "2/minute", storage_uri=REDIS_URL, prefix=shared_redis, enabled=True)
+    assert budget.blocked("10.4.4.4") is None
+    assert budget.spend("10.4.4.4") is None  # one left
+    assert budget.blocked("10.4.4.4") is None
+    assert budget.spend("10.4.4.4") is None  # within the budget, and the last of it
+    assert 1 <= budget.blocked("10.4.4.4") <= 60
+    assert 1 <= budget.spend("10.4.4.4") <= 60  # past it: the caller answers 429
+    assert budget.blocked("10.4.4.5") is None  # another address has its own
+    now = time.time()
+    monkeypatch.setattr(ratelimit.time, "time", lambda: now + 61)
+    assert budget.blocked("10.4.4.4") is None and "10.4.4.4" not in budget.blocks
+
+
+def test_spend_counts_in_process_while_redis_is_down():
+    uri = "redis://127.0.0.1:1/0"  # nothing listens there
+    budget = AddressLimit("password-failures", "2/minute", storage_uri=uri, prefix="down", enabled=True,
+                          storage_options=ratelimit.storage_options(uri, 0.2))  # fmt: skip
+    assert [budget.spend("10.4.4.6") for _ in range(2)] == [None, None]
+    assert budget.fallback.active
+    assert budget.blocked("10.4.4.6") is not None and budget.spend("10.4.4.6") is not None
+
+
+def test_the_blocks_a_worker_remembers_are_bounded(monkeypatch):
+    monkeypatch.setattr(ratelimit, "BLOCKS_KEPT", 2)
+    budget = AddressLimit("password-failures", "1/minute", storage_uri="memory://", prefix="p", enabled=True)
+    for address in ("10.4.4.7", "10.4.4.8", "10.4.4.9"):
+        budget.spend(address)
+    assert list(budget.blocks) == ["10.4.4.8", "10.4.4.9"]  # the oldest live one went

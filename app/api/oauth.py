@@ -110,7 +110,9 @@ def introspect():
     Basic (else 401 `invalid_client` with `WWW-Authenticate: Basic`). The token is judged by the
     rules and the function of /checkToken: `active: true` with its members, or exactly
     `{"active": false}` (expired, revoked, a refresh token, garbage). Served by the fast path
-    (app/hotpath.py) through the same builder; counts against /checkToken's per-IP limit.
+    (app/hotpath.py) through the same builder; counts against /checkToken's per-IP limit. A failed
+    client authentication spends the per-IP budget of /login's failures; once it is spent, 429
+    `temporarily_unavailable` with `Retry-After`, before any secret is checked.
     """
     answer = hotpath.introspect_answer(_form(), request.headers.get("Authorization"), request.remote_addr, request_id())
     return as_response(answer)

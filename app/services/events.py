@@ -57,6 +57,7 @@ REASONS = (
     "password_reset",  # POST /password/reset, or an admin setting the password
     "deactivated",  # an admin (or an import) deactivating the account
     "imported",  # an import replacing the password hash
+    "user_deleted",  # the account deleted (DELETE /me, DELETE /users/{id}, the console), before auth.user.deleted
 )
 
 _KEY = "auth_events"

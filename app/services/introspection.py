@@ -17,9 +17,11 @@ from app.oauth import (
     invalid_client,
     only_basic,
     parameter,
+    rate_limited,
     require_form,
     required_parameter,
 )
+from app.ratelimit import AddressLimit
 from app.services import clients, verification
 from app.services.token_codec import ACCESS
 
@@ -30,23 +32,57 @@ INACTIVE = {"active": False}
 TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
 
 
-def authenticate_caller(authorization: str | None, form: Form) -> None:
-    """The caller must be a service client, by HTTP Basic; OAuthError invalid_client otherwise (audited)."""
-    credentials = basic_credentials(authorization)
-    if credentials is None:
-        raise invalid_client("Authenticate with your client_id and client_secret by HTTP Basic.")
-    only_basic(form)
+def refuse_blocked(budget: AddressLimit, address: str | None) -> None:
+    """429 (OAuth's words) while this worker knows `address` has spent its failure budget: before any check.
+
+    So a right guess made after the budget ran out is refused like a wrong one, and tells nothing.
+    """
+    wait = budget.blocked(address)
+    if wait is not None:
+        raise rate_limited(wait)
+
+
+def authenticate_caller(authorization: str | None, form: Form, address: str | None, budget: AddressLimit) -> None:
+    """The caller must be a service client, by HTTP Basic; OAuthError invalid_client otherwise (audited).
+
+    A failed authentication spends one of `address`'s failed secret checks from `budget`, the one
+    /login and /oauth/token spend (RATELIMIT_LOGIN_FAILURES; ASVS 2.2.1, NIST SP 800-63B 5.2.2), and is a 429
+    once that is used up. Unlike theirs, nothing is reserved before the check: services call
+    /introspect on every request they serve, and reserving and refunding would cost every successful
+    call two Redis round trips. A success costs none while this worker knows no block for the
+    address (refuse_blocked, before the check). The price: once the budget is spent, each worker
+    thread can have one more guess evaluated (the one in flight when the budget ran out, or the
+    first one a worker that has not yet seen the block gets) before it answers 429. A client
+    secret is 256 bits from the CSPRNG (clients._new_secret), so those few guesses change nothing;
+    the budget is there to stop the guessing and to tell a prober from a service. A database outage
+    raises before anything is spent (a 503 costs the caller nothing).
+    """
     try:
-        clients.authenticate(*credentials)
-    except OAuthError:
-        clients.record_failure(credentials[0], "introspect")
+        credentials = basic_credentials(authorization)
+        if credentials is None:
+            raise invalid_client("Authenticate with your client_id and client_secret by HTTP Basic.")
+        only_basic(form)
+        try:
+            clients.authenticate(*credentials)
+        except OAuthError:
+            clients.record_failure(credentials[0], "introspect")
+            raise
+    except OAuthError:  # every failed client authentication (a 401), as /oauth/token counts its own
+        wait = budget.spend(address)
+        if wait is not None:
+            raise rate_limited(wait) from None
         raise
 
 
-def introspect(form: Form | None, authorization: str | None) -> dict[str, Any]:
-    """The /introspect body for a form and an Authorization header; raises OAuthError for a bad request or caller."""
+def introspect(
+    form: Form | None, authorization: str | None, address: str | None, budget: AddressLimit
+) -> dict[str, Any]:
+    """The /introspect body for a form and an Authorization header from `address`; raises OAuthError for a
+    bad request or caller, and for an address whose failure `budget` (app/ratelimit.py
+    password_failure_budget) is spent."""
+    refuse_blocked(budget, address)
     form = require_form(form)
-    authenticate_caller(authorization, form)
+    authenticate_caller(authorization, form, address, budget)
     token = required_parameter(form, "token")
     parameter(form, "token_type_hint", required=False)  # at most once; an unknown hint is ignored (RFC 7662 2.1)
     try:

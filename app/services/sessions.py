@@ -88,22 +88,41 @@ def rotate_refresh(refresh_token: str) -> TokenPair:
     raise TokenReused()
 
 
+def _announce_revoked(
+    user_id: uuid.UUID, criteria: tuple[ColumnElement[bool], ...], reason: str
+) -> tuple[ColumnElement[bool], ...]:
+    """One auth.session.revoked for `reason` per unrevoked session of the user matching `criteria`.
+
+    With events on, the sessions are locked and the criteria returned name exactly them, so a
+    concurrent revocation tells once; without, `criteria` as they are, with the user and
+    unrevoked. The caller revokes (or deletes) them and commits.
+    """
+    live: tuple[ColumnElement[bool], ...] = (Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
+    if not events.enabled():
+        return live
+    sids = list(db.session.scalars(select(Session.id).where(*live).with_for_update()).all())
+    events.sessions_revoked(user_id, sids, reason)
+    return Session.id.in_(sids), Session.revoked_at.is_(None)
+
+
 def revoke_sessions(user_id: uuid.UUID, *criteria: ColumnElement[bool], reason: str) -> int:
     """Mark the user's live sessions matching `criteria` revoked, for `reason` (app/services/events.py
     REASONS: one auth.session.revoked each); the caller commits."""
     revocation_view.invalidate_user(db.session(), user_id)  # a Core UPDATE: the ORM hooks do not see it
-    live: tuple[ColumnElement[bool], ...] = (Session.user_id == user_id, Session.revoked_at.is_(None), *criteria)
-    sids: list[uuid.UUID] = []
-    if events.enabled():  # the ids, for the events; locked, so a concurrent revocation tells once
-        sids = list(db.session.scalars(select(Session.id).where(*live).with_for_update()).all())
-        live = (Session.id.in_(sids), Session.revoked_at.is_(None))
+    live = _announce_revoked(user_id, criteria, reason)
     revoked = execute_dml(
         update(Session).where(*live).values(revoked_at=utcnow()).execution_options(synchronize_session=False)
     )
-    if events.enabled():
-        events.sessions_revoked(user_id, sids, reason)
     observability.TOKENS_REVOKED.labels("session").inc(revoked)
     return revoked
+
+
+def announce_deleted_sessions(user_id: uuid.UUID) -> None:
+    """The user is being deleted, its sessions rows with it: one auth.session.revoked (reason `user_deleted`)
+    per session still live, neither revoked nor expired. Said before the account's auth.user.deleted,
+    so consumers see the sessions end first. Nothing is written to the rows, which the caller
+    deletes before it commits."""
+    _announce_revoked(user_id, (Session.expires_at > utcnow(),), "user_deleted")
 
 
 def record_revoked_jti(jti: str, *, token_type: str, user_id: uuid.UUID | None, expires_at: datetime) -> None:

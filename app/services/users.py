@@ -295,9 +295,13 @@ def visible_user(*, actor: User, target_id: str) -> User:
 
 
 def delete_account(target: User) -> None:
-    """Delete a user with every session and revocation record; commits. Raises LastAdmin."""
+    """Delete a user with every session and revocation record; commits. Raises LastAdmin.
+
+    Every live session's auth.session.revoked (`user_deleted`) goes out before auth.user.deleted.
+    """
     ensure_not_last_admin(target)
     revocation_view.invalidate_user(db.session(), target.id)
+    sessions.announce_deleted_sessions(target.id)  # the ids, before the rows go
     db.session.execute(delete(Session).where(Session.user_id == target.id))
     db.session.execute(delete(RevokedToken).where(RevokedToken.user_id == target.id))
     db.session.delete(target)

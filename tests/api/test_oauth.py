@@ -17,6 +17,7 @@ from app.extensions import db
 from app.models import AuditEvent
 from app.services import clients
 from tests.helpers import PASSWORD, assert_problem, bearer, check_token
+from tests.servers import SHARED_REDIS_URL, redis_client  # noqa: F401  (fixture)
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -354,6 +355,128 @@ def test_token_failures_spend_the_login_failure_budget(make_app, service):
     other = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=service["headers"],
                         environ_base={"REMOTE_ADDR": "10.7.7.8"})  # fmt: skip
     assert other.status_code == 200
+
+
+@pytest.fixture
+def introspecting(make_app, redis_client_or_none):
+    """Build an app with rate limits on, a key prefix of its own and the given storage ("redis" or "memory")."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+
+    def build(storage: str, **overrides):
+        redis_url = SHARED_REDIS_URL if storage == "redis" else ""
+        if storage == "redis":
+            assert redis_client_or_none is not None
+        return make_app(RATELIMIT_ENABLED="true", RATELIMIT_KEY_PREFIX=prefix, REDIS_URL=redis_url, **overrides)
+
+    yield build
+    if redis_client_or_none is not None:
+        for key in redis_client_or_none.scan_iter(f"*{prefix}*"):
+            redis_client_or_none.delete(key)
+
+
+@pytest.fixture
+def redis_client_or_none(request):
+    """The machine's Redis for the tests parametrized with "redis" (skipped, or failed under CI, without it)."""
+    if "redis" not in request.node.name:
+        return None
+    return request.getfixturevalue("redis_client")
+
+
+def ask(client, service, ip: str, secret: str | None = None):
+    """POST /introspect from `ip` as `service`, with its secret or `secret`."""
+    headers = basic(service["id"], secret) if secret is not None else service["headers"]
+    return client.post("/introspect", data={"token": "x"}, headers=headers, environ_base={"REMOTE_ADDR": ip})
+
+
+PATHS_AND_STORAGES = [("true", "redis"), ("false", "redis"), ("true", "memory")]
+PATH_IDS = ["fast-path-redis", "flask-view-redis", "fast-path-memory"]
+
+
+@pytest.mark.parametrize(("hot", "storage"), PATHS_AND_STORAGES, ids=PATH_IDS)
+def test_introspection_failures_spend_the_login_failure_budget(introspecting, service, app, hot, storage):
+    """Wrong client secrets at /introspect spend /login's budget; once it is spent, even the right one is a 429."""
+    limited = introspecting(storage, HOT_PATH=hot, RATELIMIT_LOGIN_FAILURES="3/minute")
+    client = limited.test_client()
+    ip = {"REMOTE_ADDR": "10.7.7.9"}
+    for _ in range(3):
+        wrong = client.post("/introspect", data={"token": "x"}, headers=basic(service["id"], "wrong"), environ_base=ip)
+        assert_oauth_error(wrong, 401, "invalid_client")
+    # Refused before the secret is checked: a right guess now tells nothing.
+    right = client.post("/introspect", data={"token": "x"}, headers=service["headers"], environ_base=ip)
+    assert_oauth_error(right, 429, "temporarily_unavailable")
+    assert 1 <= int(right.headers["Retry-After"]) <= 60
+    again = client.post("/introspect", data={"token": "x"}, headers=basic(service["id"], "wrong"), environ_base=ip)
+    assert_oauth_error(again, 429, "temporarily_unavailable")
+    # The same budget as /login's and /oauth/token's.
+    login = client.post("/login", json={"email": "x@example.com", "password": "wrong password!"}, environ_base=ip)
+    assert_problem(login, 429, "rate_limited")
+    token = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=service["headers"],
+                        environ_base=ip)  # fmt: skip
+    assert_oauth_error(token, 429, "temporarily_unavailable")
+    other = client.post("/introspect", data={"token": "x"}, headers=service["headers"],
+                        environ_base={"REMOTE_ADDR": "10.7.7.10"})  # fmt: skip
+    assert other.status_code == 200 and other.get_json() == {"active": False}
+    with app.app_context():
+        failures = db.session.query(AuditEvent).filter_by(event="client_auth_failed").all()
+    # Each failed check is audited; the refused ones were never checked.
+    assert [(str(e.target_id), e.ip, e.details) for e in failures] == [
+        (service["id"], "10.7.7.9", {"endpoint": "introspect"})
+    ] * 3
+
+
+@pytest.mark.parametrize(("hot", "storage"), PATHS_AND_STORAGES, ids=PATH_IDS)
+def test_successful_introspections_never_spend_the_failure_budget(introspecting, service, hot, storage):
+    client = introspecting(storage, HOT_PATH=hot, RATELIMIT_LOGIN_FAILURES="3/minute").test_client()
+    for _ in range(25):
+        assert ask(client, service, "10.7.7.11").status_code == 200
+    statuses = [ask(client, service, "10.7.7.11", "wrong").status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]  # the whole budget was still there
+
+
+def test_a_successful_introspection_makes_no_redis_call_for_the_budget(introspecting, service, monkeypatch):
+    """The hot path's cost: the failure budget is asked nothing while this worker knows no block (counted
+    on the budget's own Redis connection: every command it sends)."""
+    limited = introspecting("redis", RATELIMIT_LOGIN_FAILURES="3/minute")
+    connection = limited.extensions["password_failure_budget"].storage.get_connection()
+    commands: list[str] = []
+    execute = connection.execute_command
+    monkeypatch.setattr(connection, "execute_command",
+                        lambda *args, **kwargs: commands.append(str(args[0])) or execute(*args, **kwargs))  # fmt: skip
+    client = limited.test_client()
+    for _ in range(50):
+        assert ask(client, service, "10.7.7.12").status_code == 200
+    assert commands == []
+    assert ask(client, service, "10.7.7.12", "wrong").status_code == 401
+    assert len(commands) == 1  # one increment, in the one Redis round trip of its script
+    assert [ask(client, service, "10.7.7.12", "wrong").status_code for _ in range(2)] == [401, 401]
+    assert len(commands) == 1 + 2 + 1  # the third failure used the budget up: its reset time, once
+    refused = ask(client, service, "10.7.7.12")
+    assert refused.status_code == 429 and len(commands) == 4  # this worker knows: refused without asking
+
+
+def test_workers_share_the_introspection_budget_through_redis(introspecting, service):
+    """Two apps on one Redis, as two workers: the count is shared; a worker learns of the block from its own
+    first failure, so each evaluates at most one guess past the spent budget (docs/CONTRACT.md)."""
+    first, second = (introspecting("redis", RATELIMIT_LOGIN_FAILURES="3/minute").test_client() for _ in range(2))
+    ip = "10.7.7.13"
+    assert [ask(first, service, ip, "wrong").status_code for _ in range(2)] == [401, 401]
+    assert ask(second, service, ip, "wrong").status_code == 401  # the third of the shared three
+    assert ask(first, service, ip).status_code == 200  # first has seen no block: a success is not counted
+    assert ask(first, service, ip, "wrong").status_code == 429  # its one guess past the budget, answered 429
+    assert ask(first, service, ip).status_code == 429  # and now it knows
+    assert ask(second, service, ip).status_code == 429  # second took the last one: it knew already
+
+
+def test_an_outage_spends_no_introspection_budget(make_app, service):
+    down = make_app(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing", RATELIMIT_ENABLED="true",
+                    RATELIMIT_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}", RATELIMIT_LOGIN_FAILURES="2/minute")  # fmt: skip
+    client = down.test_client()
+    for _ in range(3):
+        response = client.post("/introspect", data={"token": "x"}, headers=basic(service["id"], "wrong"))
+        assert_oauth_error(response, 503, "temporarily_unavailable")
+    budget = down.extensions["password_failure_budget"]
+    assert budget.blocked("127.0.0.1") is None
+    assert [budget.strategy.get_window_stats(item, budget.name, "127.0.0.1").remaining for item in budget.items] == [2]
 
 
 def test_introspection_shares_the_check_token_limit(make_app, service):

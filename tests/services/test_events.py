@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import OutboxMessage, User
+from app.models import OutboxMessage, Session, User, utcnow
 from app.services import events, recovery, users
-from tests.helpers import PASSWORD, Auth, bearer
+from tests.helpers import PASSWORD, Auth, bearer, check_token
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -134,6 +134,63 @@ def test_deletion_carries_only_the_id(events_app, client, auth):
     event = event_rows(events_app)[-1]
     assert_cloudevent(event, events_app, type="auth.user.deleted", subject=body["user_id"])
     assert event["data"] == {"id": body["user_id"]}
+
+
+def sessions_of_all_kinds(events_app, client, auth) -> tuple[dict, set[str]]:
+    """An account with two live sessions, one logged out and one expired; (signup body, the live ids)."""
+    body = auth.signup()
+    second = auth.login(body["user"]["email"])
+    logged_out = auth.login(body["user"]["email"])
+    expired = auth.login(body["user"]["email"])
+    assert client.post("/logout", headers=bearer(logged_out["access_token"]), json={}).status_code == 200
+    sid = {name: check_token(client, tokens["access_token"])["sid"]
+           for name, tokens in (("first", body), ("second", second), ("expired", expired))}  # fmt: skip
+    with events_app.app_context():
+        row = db.session.get(Session, uuid.UUID(sid["expired"]))
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    return body, {sid["first"], sid["second"]}
+
+
+def delete_by_admin(events_app, client, auth, body) -> None:
+    """DELETE /users/{id} by an admin."""
+    admin = auth.make_admin()
+    response = client.delete(f"/users/{body['user_id']}", headers=bearer(admin["access_token"]))
+    assert response.status_code == 200, response.get_json()
+
+
+def delete_oneself(events_app, client, auth, body) -> None:
+    """DELETE /me with the password."""
+    response = client.delete("/me", json={"password": PASSWORD}, headers=bearer(body["access_token"]))
+    assert response.status_code == 200, response.get_json()
+
+
+def delete_in_the_console(events_app, client, auth, body) -> None:
+    """The admin console's confirmed deletion."""
+    from tests.console.conftest import Console
+
+    admin = auth.make_admin()
+    console = Console(events_app)
+    assert console.sign_in(admin["user"]["email"]).status_code == 303
+    console.get(f"/admin/users/{body['user_id']}/delete")
+    assert console.post(f"/admin/users/{body['user_id']}/delete").status_code == 303
+
+
+@pytest.mark.parametrize("delete", [delete_by_admin, delete_oneself, delete_in_the_console],
+                         ids=["users-id", "me", "console"])  # fmt: skip
+def test_deletion_revokes_each_live_session_before_the_deleted_event(events_app, client, auth, delete):
+    """One auth.session.revoked (user_deleted) per session that was live; none for the logged-out or the
+    expired one; then auth.user.deleted, in that outbox (publication) order."""
+    body, live = sessions_of_all_kinds(events_app, client, auth)
+    before = len([event for event in event_rows(events_app) if event["subject"] == body["user_id"]])
+    delete(events_app, client, auth, body)
+    mine = [event for event in event_rows(events_app) if event["subject"] == body["user_id"]][before:]
+    assert [event["type"] for event in mine] == ["auth.session.revoked"] * 2 + ["auth.user.deleted"]
+    for event in mine[:2]:
+        assert_cloudevent(event, events_app, type="auth.session.revoked", subject=body["user_id"])
+        assert event["data"]["reason"] == "user_deleted" and event["data"]["user_id"] == body["user_id"]
+    assert {event["data"]["session_id"] for event in mine[:2]} == live
+    assert mine[2]["data"] == {"id": body["user_id"]}
 
 
 def test_a_refused_change_writes_no_event(events_app, client, auth):

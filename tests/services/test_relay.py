@@ -121,6 +121,20 @@ def test_every_type_arrives_with_its_routing_key_persistent_and_as_written(event
     assert counts(events_app) == {SENT: len(written)}
 
 
+def test_a_deleted_accounts_sessions_arrive_revoked_before_its_deletion(events_app, exchange):
+    """DELETE /me with two live sessions: RabbitMQ gets both auth.session.revoked (user_deleted) first."""
+    client = events_app.test_client()
+    auth = Auth(client, events_app)
+    body = auth.signup()
+    auth.login(body["user"]["email"])
+    assert client.delete("/me", json={"password": PASSWORD}, headers=bearer(body["access_token"])).status_code == 200
+    assert relay_until_idle(events_app) == 4
+    received = [(key, event) for key, _, event in exchange.drain(4)]
+    assert [key for key, _ in received] == ["user.created", "session.revoked", "session.revoked", "user.deleted"]
+    assert {event["data"]["reason"] for _, event in received[1:3]} == {"user_deleted"}
+    assert len({event["data"]["session_id"] for _, event in received[1:3]}) == 2
+
+
 def test_the_exchange_is_a_durable_topic_exchange(events_app, exchange):
     make_users(events_app, 1)
     relay_until_idle(events_app)
