@@ -182,9 +182,9 @@ def runner(app):
 
 
 @pytest.fixture
-def auth(client, app):
-    """The Auth helper."""
-    return Auth(client, app)
+def auth(client):
+    """The Auth helper, on `client` (a module that overrides `client` for another app gets its accounts there)."""
+    return Auth(client)
 
 
 @pytest.fixture

@@ -220,10 +220,10 @@ def bearer(token: str) -> dict[str, str]:
 class Auth:
     """Helpers to make accounts and sign in through the real endpoints."""
 
-    def __init__(self, client, app):
-        """Bind to a client."""
+    def __init__(self, client, app=None):
+        """Bind to a client (of `app`: the client's own application unless given)."""
         self.client = client
-        self.app = app
+        self.app = app or client.application
 
     def signup(self, email: str | None = None, password: str = PASSWORD, **extra) -> dict:
         """Sign up and return the response body (asserting 201)."""
