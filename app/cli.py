@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import ipaddress
 import os
 import stat
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import click
 from flask import Flask, current_app
@@ -19,6 +22,9 @@ from marshmallow import Schema, ValidationError
 from app.errors import AppError
 from app.schemas.fields import Email, Password, Text
 from app.services import audit, imports, keys, mfa, outbox, recovery, sessions, throttle, users
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class AdminInput(Schema):
@@ -32,6 +38,22 @@ class AdminInput(Schema):
 def _fail(message: str) -> None:
     """Stop with a clear message and exit status 1."""
     raise click.ClickException(message)
+
+
+def fails_on(*errors: type[Exception]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A command whose `errors` (the service's refusals) end it as a failure: the message, exit status 1."""
+
+    def decorate(command: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(command)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return command(*args, **kwargs)
+            except errors as error:
+                raise click.ClickException(str(error)) from None
+
+        return run
+
+    return decorate
 
 
 @click.command("create-admin")
@@ -97,48 +119,39 @@ def _keys_dir() -> Path:
 @click.option("--algorithm", default=None, help="ES256, EdDSA or RS256 (default: JWT_ALGORITHM).")
 @click.option("--force", is_flag=True, help="Start over even if keys exist (every issued token dies).")
 @with_appcontext
+@fails_on(keys.KeyError_)
 def keys_generate(algorithm: str | None, force: bool) -> None:
     """Create the key directory with its first key."""
     algorithm = algorithm or current_app.config["JWT_ALGORITHM"]
-    try:
-        kid = keys.generate(_keys_dir(), algorithm, force=force)
-    except keys.KeyError_ as error:
-        _fail(str(error))
+    kid = keys.generate(_keys_dir(), algorithm, force=force)
     click.echo(f"Generated {algorithm} key {kid} in {_keys_dir()}. Restart the service to use it.")
 
 
 @keys_group.command("rotate")
 @with_appcontext
+@fails_on(keys.KeyError_)
 def keys_rotate() -> None:
     """Make a new current key; the previous one keeps verifying until pruned."""
-    try:
-        old, new = keys.rotate(_keys_dir(), algorithm=current_app.config["JWT_ALGORITHM"])
-    except keys.KeyError_ as error:
-        _fail(str(error))
+    old, new = keys.rotate(_keys_dir(), algorithm=current_app.config["JWT_ALGORITHM"])
     click.echo(f"Key {new} is now current; {old} is retired and still verifies. Restart or reload the service.")
 
 
 @keys_group.command("prune")
 @with_appcontext
+@fails_on(keys.KeyError_)
 def keys_prune() -> None:
     """Delete retired keys that no live token can have been signed with."""
     lifetime = max(current_app.config["JWT_REFRESH_TOKEN_EXPIRES"], current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
-    try:
-        removed = keys.prune(_keys_dir(), max_token_lifetime=lifetime)
-    except keys.KeyError_ as error:
-        _fail(str(error))
+    removed = keys.prune(_keys_dir(), max_token_lifetime=lifetime)
     click.echo(f"Removed {len(removed)} retired key(s){': ' + ', '.join(removed) if removed else ''}.")
 
 
 @keys_group.command("list")
 @with_appcontext
+@fails_on(keys.KeyError_)
 def keys_list() -> None:
     """Show the keys, the current one marked."""
-    try:
-        entries = keys.describe(_keys_dir())
-    except keys.KeyError_ as error:
-        _fail(str(error))
-    for entry in entries:
+    for entry in keys.describe(_keys_dir()):
         state = "current" if entry["current"] else f"retired {entry['retired_at']}"
         click.echo(f"{entry['kid']}  created {entry['created_at']}  {state}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
+from app.cli import fails_on
 from app.services import clients
 
 
@@ -23,12 +24,10 @@ def _show_secret(client, secret: str) -> None:
 @clients_group.command("create")
 @click.option("--name", required=True, help="A name for the client (unique), e.g. the calling service's.")
 @with_appcontext
+@fails_on(clients.ClientError)
 def clients_create(name: str) -> None:
     """Register a client and print its client_id and client_secret (once)."""
-    try:
-        client, secret = clients.create(name=name)
-    except clients.ClientError as error:
-        raise click.ClickException(str(error)) from None
+    client, secret = clients.create(name=name)
     _show_secret(client, secret)
 
 
@@ -51,22 +50,18 @@ def clients_list() -> None:
 @clients_group.command("rotate")
 @click.argument("name")
 @with_appcontext
+@fails_on(clients.ClientError)
 def clients_rotate(name: str) -> None:
     """Give client NAME a new secret; the old secret and every token issued under it stop working at once."""
-    try:
-        client, secret = clients.rotate(name=name)
-    except clients.ClientError as error:
-        raise click.ClickException(str(error)) from None
+    client, secret = clients.rotate(name=name)
     _show_secret(client, secret)
 
 
 @clients_group.command("delete")
 @click.argument("name")
 @with_appcontext
+@fails_on(clients.ClientError)
 def clients_delete(name: str) -> None:
     """Remove client NAME; its tokens stop working at once."""
-    try:
-        client = clients.delete(name=name)
-    except clients.ClientError as error:
-        raise click.ClickException(str(error)) from None
+    client = clients.delete(name=name)
     click.echo(f"Deleted client {client.name} ({client.id}); its tokens are void.")

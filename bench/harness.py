@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
@@ -30,7 +29,6 @@ from bench.scale import ENDPOINTS, ScaleRun
 from bench.seed import PASSWORD, BenchDatabase, seed
 from bench.server import GUNICORN_CONFIG, ROOT, Gunicorn
 
-DEFAULT_POSTGRES = report.DEFAULT_POSTGRES
 UNREACHABLE_LIMIT = "100000000/minute"
 # /login/mfa has never been measured above this; each of its logins needs a user of its own (a TOTP
 # step is accepted once per user), so the pool of users with TOTP is sized to it for the run.
@@ -46,7 +44,6 @@ YARDSTICKS = (BASELINE, BASELINE_AGAIN, FLOOR, FLOOR_AGAIN)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line; --smoke changes the defaults to a seconds-long run."""
     parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run of every step (make test)")
     parser.add_argument("--scales", help="users and revocations per step, comma-separated (default 1000,1000000)")
     parser.add_argument("--duration", type=float, help="measured seconds per endpoint (default 20; smoke 1)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 3; smoke 1)")
@@ -90,14 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="revocations per second from another process during /checkToken at the largest scale "
         "(default 0,50,500; 'none' to skip)",
     )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES,
-    )
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument(
-        "--results", type=Path, help="Markdown report (default bench/RESULTS.md; smoke OUT/RESULTS-smoke.md)"
-    )
+    report.standalone_arguments(parser)  # --smoke (a seconds-long run of every step), the server, the reports
     args = parser.parse_args(argv)
     smoke = args.smoke
     args.scales = [int(s) for s in (args.scales or ("1000" if smoke else "1000,1000000")).split(",")]
@@ -113,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.endpoints = _endpoints(parser, args.endpoints)
     churn = args.churn_rates or "0,50,500"
     args.churn_rates = [] if churn == "none" else [int(rate) for rate in churn.split(",")]
-    args.results = args.results or (args.out_dir / "RESULTS-smoke.md" if smoke else ROOT / "bench" / "RESULTS.md")
+    args.results = report.standalone_results(args, "RESULTS")
     return args
 
 

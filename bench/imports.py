@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import secrets
-import shlex
 import subprocess
 import sys
 import time
@@ -121,16 +120,8 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         database.drop()
     expected = {"users.imported": args.users, "users.updated": 0, "users.skipped": 0, "users.failed": 0}
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "-m", "bench.imports", *sys.argv[1:]]),
-        "code": report.code_version(ROOT),
-        "machine": {
-            key: value
-            for key, value in report.machine(version, "-", 1, 1).items()
-            if key not in ("load generator", "gunicorn")
-        }
-        | {"load average (1, 5, 15 min) when the import started": " ".join(f"{v:.2f}" for v in loads)},
+    machine = {"load average (1, 5, 15 min) when the import started": report.load_average(loads)}
+    return report.standalone_header("imports", version, machine) | {
         "users": args.users,
         "file_mb": size / 1e6,
         "import_s": seconds,
@@ -147,11 +138,7 @@ def run(args: argparse.Namespace) -> dict:
 def markdown(results: dict) -> str:
     """bench/IMPORT.md."""
     goal = results["import_s"] < GOAL_SECONDS * results["users"] / GOAL_USERS
-    lines = [
-        "# Import benchmark (issue 16)",
-        "",
-        f"`{results['command']}` on {results['date']}, code {results['code']}.",
-        "",
+    body = [
         "| step | users | seconds | users/s |",
         "|---|---:|---:|---:|",
         f"| `flask users import` into an empty database | {results['users']:,} | {results['import_s']:.1f} | "
@@ -169,31 +156,18 @@ def markdown(results: dict) -> str:
         "scrypt, bcrypt `$2b$` and `$2y$`, Django `pbkdf2_sha256$`, argon2id), half the users with a username, "
         "every 50th without a hash. Production settings, batches of 1,000 lines, each one transaction with its "
         "audit events; the database is the machine's PostgreSQL, in a database of the run's own.",
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in results["machine"].items()],
-        "",
     ]
-    return "\n".join(lines)
+    return report.standalone_markdown("Import benchmark (issue 16)", results, body)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command line."""
-    parser = argparse.ArgumentParser(prog="python -m bench.imports", description=__doc__.split("\n\n")[0])
+def options(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's own option."""
     parser.add_argument("--users", type=int, help=f"users in the file (default {GOAL_USERS:,}; smoke 2,000)")
-    report.standalone_arguments(parser)
-    args = parser.parse_args(argv)
-    args.users = args.users or (2000 if args.smoke else GOAL_USERS)
-    args.results = report.standalone_results(args, "IMPORT")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run, write the reports; non-zero if the import was incomplete."""
-    args = parse_args(argv)
-    results = run(args)
-    return report.write_standalone(args, "import", results, markdown(results))
+    return report.standalone_main(argv, "import", ("users", 2000, GOAL_USERS), options, run, markdown)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shlex
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 
 from bench import report
 from bench.seed import BenchDatabase
-from bench.server import ROOT
 
 
 def queue_mails(app, count: int) -> None:
@@ -126,19 +123,11 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         smtp.stop()
         database.drop()
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "-m", "bench.mail", *sys.argv[1:]]),
-        "code": report.code_version(ROOT),
-        "machine": {
-            key: value
-            for key, value in report.machine(version, "-", 1, 1).items()
-            if key not in ("load generator", "gunicorn")
-        }
-        | {
-            "SMTP server": "aiosmtpd (tests/smtp.py) on 127.0.0.1, same machine",
-            "load average (1, 5, 15 min) at the start": " ".join(f"{v:.2f}" for v in loads),
-        },
+    machine = {
+        "SMTP server": "aiosmtpd (tests/smtp.py) on 127.0.0.1, same machine",
+        "load average (1, 5, 15 min) at the start": report.load_average(loads),
+    }
+    return report.standalone_header("mail", version, machine) | {
         "mails": args.mails,
         "seconds": seconds,
         "per_s": args.mails / seconds,
@@ -151,11 +140,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def markdown(results: dict) -> str:
     """bench/MAIL.md."""
-    lines = [
-        "# Mail delivery benchmark (issue 18, goal 6)",
-        "",
-        f"`{results['command']}` on {results['date']}, code {results['code']}.",
-        "",
+    body = [
         "| mails | seconds | mails/s (sustained, one SMTP session each) | all arrived once |",
         "|---:|---:|---:|---|",
         f"| {results['mails']:,} | {results['seconds']:.2f} | {results['per_s']:,.0f} | "
@@ -169,31 +154,18 @@ def markdown(results: dict) -> str:
         "The SMTP server runs in the same process (its own thread) and so shares the CPU with the worker; a "
         "real relay over a network adds its round trips. Not timed: queueing "
         f"({results['queue_seconds']:.1f} s, the requests' work).",
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in results["machine"].items()],
-        "",
     ]
-    return "\n".join(lines)
+    return report.standalone_markdown("Mail delivery benchmark (issue 18, goal 6)", results, body)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command line."""
-    parser = argparse.ArgumentParser(prog="python -m bench.mail", description=__doc__.split("\n\n")[0])
+def options(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's own option."""
     parser.add_argument("--mails", type=int, help="mails to deliver (default 2,000; smoke 200)")
-    report.standalone_arguments(parser)
-    args = parser.parse_args(argv)
-    args.mails = args.mails or (200 if args.smoke else 2000)
-    args.results = report.standalone_results(args, "MAIL")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run, write the reports; non-zero if a mail was missing or doubled."""
-    args = parse_args(argv)
-    results = run(args)
-    return report.write_standalone(args, "mail", results, markdown(results))
+    return report.standalone_main(argv, "mail", ("mails", 200, 2000), options, run, markdown)
 
 
 if __name__ == "__main__":

@@ -15,18 +15,15 @@ import argparse
 import json
 import os
 import secrets
-import shlex
 import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 
 import pika
 
 from bench import report
 from bench.seed import BenchDatabase
-from bench.server import ROOT
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -135,19 +132,11 @@ def run(args: argparse.Namespace) -> dict:
         channel.exchange_delete(exchange)
         connection.close()
         database.drop()
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "-m", "bench.relay", *sys.argv[1:]]),
-        "code": report.code_version(ROOT),
-        "machine": {
-            key: value
-            for key, value in report.machine(version, "-", 1, 1).items()
-            if key not in ("load generator", "gunicorn")
-        }
-        | {
-            "RabbitMQ": broker.decode() if isinstance(broker, bytes) else str(broker),
-            "load average (1, 5, 15 min) at the start": " ".join(f"{v:.2f}" for v in loads),
-        },
+    machine = {
+        "RabbitMQ": broker.decode() if isinstance(broker, bytes) else str(broker),
+        "load average (1, 5, 15 min) at the start": report.load_average(loads),
+    }
+    return report.standalone_header("relay", version, machine) | {
         "batch_size": args.batch_size,
         "scenarios": results,
         "complete": all(row["complete"] for row in results.values()),
@@ -156,11 +145,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def markdown(results: dict) -> str:
     """bench/RELAY.md."""
-    lines = [
-        "# Events relay benchmark (issue 14)",
-        "",
-        f"`{results['command']}` on {results['date']}, code {results['code']}.",
-        "",
+    body = [
         "| events | over | seconds | events/s (sustained, with publisher confirms) | all arrived once |",
         "|---:|---|---:|---:|---|",
         *[
@@ -176,33 +161,20 @@ def markdown(results: dict) -> str:
         "events sent. The events are `auth.user.updated` CloudEvents with a full `user` object. Over one "
         "user every event is a wave of its own: a confirm round trip (and the broker's disk write) each, "
         "which is the floor for a burst on a single account.",
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in results["machine"].items()],
-        "",
     ]
-    return "\n".join(lines)
+    return report.standalone_markdown("Events relay benchmark (issue 14)", results, body)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command line."""
-    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n\n")[0])
+def options(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's own options."""
     parser.add_argument("--events", type=int, help="events over 1,000 users (default 20,000; smoke 2,000)")
     parser.add_argument("--batch-size", type=int, default=500, help="EVENTS_BATCH_SIZE (default 500)")
-    report.standalone_arguments(parser)
     parser.add_argument("--amqp-url", default=os.environ.get("TEST_AMQP_URL") or DEFAULT_AMQP)
-    args = parser.parse_args(argv)
-    args.events = args.events or (2000 if args.smoke else 20_000)
-    args.results = report.standalone_results(args, "RELAY")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run, write the reports; non-zero if an event was missing or doubled."""
-    args = parse_args(argv)
-    results = run(args)
-    return report.write_standalone(args, "relay", results, markdown(results))
+    return report.standalone_main(argv, "relay", ("events", 2000, 20_000), options, run, markdown)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,19 +76,25 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     goals: list[dict[str, Any]] = []
     by = {(row["endpoint"], row["scale"]): row for row in rows}
 
+    def goal(label: str, checks: list[tuple[str, bool]]) -> None:
+        """A goal met where every figure measured for it (figure, met) is; n/a where none was measured."""
+        met = all(ok for _, ok in checks) if checks else None
+        goals.append({"goal": label, "figures": "; ".join(figure for figure, _ in checks), "ok": met})
+
     def ratio_goal(label: str, endpoints: tuple[str, ...], threshold: float) -> None:
-        parts, ok = [], True
-        for endpoint in endpoints:
-            for scale in results["scales"]:
-                row = by.get((endpoint, scale))
-                if row is None:
-                    continue
-                parts.append(
+        goal(
+            label,
+            [
+                (
                     f"{endpoint} @ {scale:,}: {row['ratio']:.2f}× baseline "
-                    f"({row.get('floor_ratio', 0):.2f}× WSGI floor)"
+                    f"({row.get('floor_ratio', 0):.2f}× WSGI floor)",
+                    row["ratio"] >= threshold,
                 )
-                ok = ok and row["ratio"] >= threshold
-        goals.append({"goal": label, "figures": "; ".join(parts), "ok": ok if parts else None})
+                for endpoint in endpoints
+                for scale in results["scales"]
+                if (row := by.get((endpoint, scale))) is not None
+            ],
+        )
 
     ratio_goal(
         f"1. {', '.join(GOAL_THROUGHPUT_ENDPOINTS)} ≥ {GOAL_THROUGHPUT_RATIO}× baseline",
@@ -91,23 +102,15 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         GOAL_THROUGHPUT_RATIO,
     )
 
-    login = results["login"]
-    parts, ok = [], True
+    ceiling = results["login"]["ceiling_rps"]
+    checks = []
     for scale in results["scales"]:
-        row = by.get(("/login", scale))
-        if row is None:
-            continue
-        ratio = row["rps"] / login["ceiling_rps"]
-        row["ceiling_ratio"] = ratio
-        parts.append(f"@ {scale:,}: {row['rps']:.1f}/s = {ratio:.2f}× of {login['ceiling_rps']:.1f}/s")
-        ok = ok and ratio >= GOAL_LOGIN_RATIO
-    goals.append(
-        {
-            "goal": f"2. /login ≥ {GOAL_LOGIN_RATIO}× (workers ÷ one hash verification)",
-            "figures": "; ".join(parts),
-            "ok": ok if parts else None,
-        }
-    )
+        if (row := by.get(("/login", scale))) is not None:
+            row["ceiling_ratio"] = ratio = row["rps"] / ceiling
+            checks.append(
+                (f"@ {scale:,}: {row['rps']:.1f}/s = {ratio:.2f}× of {ceiling:.1f}/s", ratio >= GOAL_LOGIN_RATIO)
+            )
+    goal(f"2. /login ≥ {GOAL_LOGIN_RATIO}× (workers ÷ one hash verification)", checks)
 
     ratio_goal(f"3. /me ≥ {GOAL_ME_RATIO}× baseline", ("/me",), GOAL_ME_RATIO)
     refresh = [
@@ -184,7 +187,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
 
-    parts, ok = [], True
+    checks = []
     for scale, memory in results["memory"].items():
         low, high = memory["low"], memory["high"]
         if not low or not high:
@@ -194,19 +197,13 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         drift = max(drifts) if drifts else float("inf")
         memory["max_drift"] = drift
         rise, label = biggest_rise(memory["timeline"])
-        parts.append(
+        figure = (
             f"@ {int(scale):,}: max {peak:.1f} MB, drift {drift * 100:.1f}% "
             f"({low['requests']:,} → {high['requests']:,} requests; biggest rise {rise:+.1f} MB in one worker "
             f"during the {label})"
         )
-        ok = ok and peak <= GOAL_RSS_MB and drift <= GOAL_RSS_DRIFT
-    goals.append(
-        {
-            "goal": f"7. RSS per worker ≤ {GOAL_RSS_MB:.0f} MB and flat (±{GOAL_RSS_DRIFT:.0%})",
-            "figures": "; ".join(parts),
-            "ok": ok if parts else None,
-        }
-    )
+        checks.append((figure, peak <= GOAL_RSS_MB and drift <= GOAL_RSS_DRIFT))
+    goal(f"7. RSS per worker ≤ {GOAL_RSS_MB:.0f} MB and flat (±{GOAL_RSS_DRIFT:.0%})", checks)
 
     small, large = min(results["scales"]), max(results["scales"])
     if small != large and ("/checkToken", small) in by and ("/checkToken", large) in by:
@@ -222,21 +219,14 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     # Issue 15: /introspect is /checkToken asked the RFC 7662 way, on the same fast path.
-    parts, ok = [], True
+    checks = []
     for scale in results["scales"]:
         introspect, check = by.get(("/introspect", scale)), by.get(("/checkToken", scale))
-        if introspect is None or check is None or not check["rps"]:
-            continue
-        ratio = introspect["rps"] / check["rps"]
-        parts.append(f"@ {scale:,}: {introspect['rps']:,.0f}/s ÷ {check['rps']:,.0f}/s = {ratio:.2f}×")
-        ok = ok and ratio >= GOAL_INTROSPECT_RATIO
-    goals.append(
-        {
-            "goal": f"issue 15: /introspect ≥ {GOAL_INTROSPECT_RATIO}× /checkToken",
-            "figures": "; ".join(parts),
-            "ok": ok if parts else None,
-        }
-    )
+        if introspect and check and check["rps"]:
+            ratio = introspect["rps"] / check["rps"]
+            figure = f"@ {scale:,}: {introspect['rps']:,.0f}/s ÷ {check['rps']:,.0f}/s = {ratio:.2f}×"
+            checks.append((figure, ratio >= GOAL_INTROSPECT_RATIO))
+    goal(f"issue 15: /introspect ≥ {GOAL_INTROSPECT_RATIO}× /checkToken", checks)
     return goals
 
 
@@ -492,7 +482,7 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def standalone_arguments(parser: Any) -> None:
-    """The options every standalone benchmark shares: --smoke, the PostgreSQL server, where reports go."""
+    """The options every benchmark shares (the harness too): --smoke, the PostgreSQL server, where reports go."""
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run (the test suite)")
     parser.add_argument(
         "--postgres-url",
@@ -505,7 +495,7 @@ def standalone_arguments(parser: Any) -> None:
 
 
 def standalone_results(args: Any, name: str) -> Path:
-    """Where a standalone benchmark's Markdown goes: --results, else bench/NAME.md (smoke: OUT/NAME-smoke.md)."""
+    """Where a benchmark's Markdown goes: --results, else bench/NAME.md (smoke: OUT/NAME-smoke.md)."""
     return args.results or (args.out_dir / f"{name}-smoke.md" if args.smoke else ROOT / "bench" / f"{name}.md")
 
 
@@ -517,3 +507,67 @@ def write_standalone(args: Any, name: str, results: dict[str, Any], text: str) -
     args.results.write_text(text)
     print(f"wrote {args.results}")
     return 0 if results["complete"] else 1
+
+
+def standalone_main(
+    argv: list[str] | None,
+    name: str,
+    size: tuple[str, int, int],
+    options: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> int:
+    """A standalone benchmark's command line, run and reports: `python -m bench.MODULE [options] [--smoke]`.
+
+    `name` names the reports (bench/NAME.md, OUT/name.json); `size` is (the dest of the benchmark's
+    size option, its smoke size, its full size); `options` adds the benchmark's own options; the
+    program's name and description are those of the module `run` is in. Non-zero if incomplete.
+    """
+    module = sys.modules[run.__module__]
+    program = module.__spec__.name if module.__spec__ else module.__name__  # bench.mail, also as __main__
+    parser = argparse.ArgumentParser(prog=f"python -m {program}", description=(module.__doc__ or "").split("\n\n")[0])
+    options(parser)
+    standalone_arguments(parser)
+    args = parser.parse_args(argv)
+    dest, smoke, full = size
+    setattr(args, dest, getattr(args, dest) or (smoke if args.smoke else full))
+    args.results = standalone_results(args, name.upper())
+    results = run(args)
+    return write_standalone(args, name, results, markdown(results))
+
+
+def load_average(loads: tuple[float, float, float]) -> str:
+    """os.getloadavg() as the reports print it."""
+    return " ".join(f"{value:.2f}" for value in loads)
+
+
+def standalone_header(module: str, postgres_version: str, machine_extra: dict[str, str]) -> dict[str, Any]:
+    """The date, command, code and machine of a standalone run (one process: no load generator, no gunicorn)."""
+    ran_on = {
+        key: value
+        for key, value in machine(postgres_version, "-", 1, 1).items()
+        if key not in ("load generator", "gunicorn")
+    }
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["python", "-m", f"bench.{module}", *sys.argv[1:]]),
+        "code": code_version(ROOT),
+        "machine": ran_on | machine_extra,
+    }
+
+
+def standalone_markdown(title: str, results: dict[str, Any], body: list[str]) -> str:
+    """A standalone benchmark's Markdown: its title, the command that ran, `body`, the machine it ran on."""
+    lines = [
+        f"# {title}",
+        "",
+        f"`{results['command']}` on {results['date']}, code {results['code']}.",
+        "",
+        *body,
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in results["machine"].items()],
+        "",
+    ]
+    return "\n".join(lines)

@@ -6,6 +6,8 @@ reachable. Under CI=true an unreachable server fails the run instead of skipping
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import pytest
@@ -152,6 +154,22 @@ def backend(database_url) -> str:
 
 
 @pytest.fixture
+def workers(make_app, backend):
+    """Two apps with their revocation views on and listening, as two gunicorn workers or instances would be."""
+    if backend != "postgresql":
+        pytest.skip("LISTEN/NOTIFY exists on PostgreSQL only; elsewhere every check reads the database")
+    secret = f"shared-by-both-workers-{uuid.uuid4().hex}"
+    apps = [make_app(REVOCATION_CACHE="true", JWT_SECRET_KEY=secret) for _ in range(2)]
+    for app in apps:
+        app.extensions["revocations"].ensure_listening()
+    deadline = time.monotonic() + 5
+    while not all(app.extensions["revocations"].cache.listening for app in apps):
+        assert time.monotonic() < deadline, "listeners did not connect"
+        time.sleep(0.02)
+    return apps
+
+
+@pytest.fixture
 def client(app):
     """A test client."""
     return app.test_client()
@@ -164,9 +182,9 @@ def runner(app):
 
 
 @pytest.fixture
-def auth(client, app):
-    """The Auth helper."""
-    return Auth(client, app)
+def auth(client):
+    """The Auth helper, on `client` (a module that overrides `client` for another app gets its accounts there)."""
+    return Auth(client)
 
 
 @pytest.fixture

@@ -40,13 +40,10 @@ class Backend:
         name = f"auth_test_{uuid.uuid4().hex[:10]}"
         if self.name == "sqlite":
             return f"sqlite:///{tmp_dir}/{name}.db"
-        engine = sa.create_engine(self.server_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            if self.name == "postgresql":
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            else:
-                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-        engine.dispose()
+        if self.name == "postgresql":
+            self._on_server(f'CREATE DATABASE "{name}"')
+        else:
+            self._on_server(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
         return str(sa.engine.make_url(self.server_url).set(database=name).render_as_string(hide_password=False))
 
     def drop(self, url: str) -> None:
@@ -54,12 +51,16 @@ class Backend:
         if self.name == "sqlite":
             return
         name = sa.engine.make_url(url).database
+        if self.name == "postgresql":
+            self._on_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            self._on_server(f"DROP DATABASE IF EXISTS `{name}`")
+
+    def _on_server(self, statement: str) -> None:
+        """Run one statement on the server, outside a transaction (CREATE/DROP DATABASE need that)."""
         engine = sa.create_engine(self.server_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            if self.name == "postgresql":
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+            conn.execute(sa.text(statement))
         engine.dispose()
 
 

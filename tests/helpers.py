@@ -7,6 +7,9 @@ import hashlib
 import hmac
 import itertools
 import json
+import subprocess
+import sys
+import threading
 import uuid
 
 import jwt
@@ -70,6 +73,55 @@ def login_response(client, email: str, password: str = PASSWORD, user_agent: str
     """POST /login, returning the raw response."""
     headers = {"User-Agent": user_agent} if user_agent else {}
     return client.post("/login", json={"email": email, "password": password}, headers=headers)
+
+
+def login_from(client, email: str, password: str = "wrong password!", ip: str = "10.9.9.9"):
+    """POST /login from `ip` (a wrong password unless given), returning the raw response."""
+    return client.post("/login", json={"email": email, "password": password}, environ_base={"REMOTE_ADDR": ip})
+
+
+def assert_429(response, code: str) -> int:
+    """A 429 problem with a sane Retry-After (RFC 6585 4, RFC 9110 10.2.3); return it."""
+    assert_problem(response, 429, code)
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= 3600
+    return retry_after
+
+
+def run_together(app, count: int, request) -> list:
+    """Run `request(client)` in `count` threads released at the same instant; return the responses (or errors)."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def worker(index: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        try:
+            results[index] = request(client)
+        except Exception as error:  # surfaced by the assertions below
+            results[index] = error
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def python_output(code: str) -> list[str]:
+    """The output lines of `code` run by a new interpreter in the project (testing, in-memory SQLite); it must succeed.
+
+    For what a worker process loads: a fresh interpreter has imported nothing of the test run.
+    """
+    from config import BASE_DIR
+
+    env = {"APP_ENV": "testing", "DATABASE_URL": "sqlite://", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()
 
 
 # The error code a protected endpoint answers with for each /checkToken reason (docs/CONTRACT.md):
@@ -168,10 +220,10 @@ def bearer(token: str) -> dict[str, str]:
 class Auth:
     """Helpers to make accounts and sign in through the real endpoints."""
 
-    def __init__(self, client, app):
-        """Bind to a client."""
+    def __init__(self, client, app=None):
+        """Bind to a client (of `app`: the client's own application unless given)."""
         self.client = client
-        self.app = app
+        self.app = app or client.application
 
     def signup(self, email: str | None = None, password: str = PASSWORD, **extra) -> dict:
         """Sign up and return the response body (asserting 201)."""

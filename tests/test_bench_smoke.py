@@ -9,21 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from bench import scale
 from tests.databases import POSTGRES_SERVER, selected_backends
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every endpoint bench/scale.py defines, between the yardsticks measured first and again last.
 ENDPOINTS = (
     "baseline",
     "WSGI floor",
-    "/checkToken",
-    "/introspect",
-    "/validate",
-    "/me",
-    "/login",
-    "/login/mfa",
-    "/refresh",
-    "/password/forgot",
-    "/oauth/token",
+    *scale.ENDPOINTS,
     "/checkToken @ churn 0/s",
     "/checkToken @ churn 50/s",
     "/checkToken @ churn 500/s",
@@ -44,9 +38,9 @@ def postgres_server(request) -> str:
     return POSTGRES_SERVER
 
 
-def run_smoke(postgres_server: str, out_dir: Path) -> subprocess.CompletedProcess:
-    """The harness in smoke mode; on a time-out it gets SIGTERM first, so it drops its database."""
-    command = [sys.executable, "-m", "bench.harness", "--smoke", "--postgres-url", postgres_server,
+def run_smoke(module: str, postgres_server: str, out_dir: Path) -> subprocess.CompletedProcess:
+    """`python -m bench.MODULE --smoke`; on a time-out it gets SIGTERM first, so it drops its database."""
+    command = [sys.executable, "-m", f"bench.{module}", "--smoke", "--postgres-url", postgres_server,
                "--out-dir", str(out_dir)]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -58,8 +52,17 @@ def run_smoke(postgres_server: str, out_dir: Path) -> subprocess.CompletedProces
     return subprocess.CompletedProcess(command, process.returncode, output)
 
 
+def standalone_smoke(module: str, name: str, postgres_server: str, out_dir: Path) -> tuple[dict, str]:
+    """A standalone benchmark's smoke run, which must succeed: its results (complete) and its Markdown."""
+    done = run_smoke(module, postgres_server, out_dir)
+    assert done.returncode == 0, done.stdout[-6000:]
+    results = json.loads((out_dir / f"{name}-smoke.json").read_text())
+    assert results["complete"] is True
+    return results, (out_dir / f"{name.upper()}-smoke.md").read_text()
+
+
 def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, tmp_path):
-    done = run_smoke(postgres_server, tmp_path)
+    done = run_smoke("harness", postgres_server, tmp_path)
     assert done.returncode == 0, done.stdout[-4000:]
 
     results = json.loads((tmp_path / "results-smoke.json").read_text())
@@ -87,15 +90,10 @@ def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, 
 
 def test_bench_import_smoke_imports_and_exports_every_user(postgres_server, tmp_path):
     """`python -m bench.imports --smoke`: the import benchmark of issue 16 cannot rot either."""
-    command = [sys.executable, "-m", "bench.imports", "--smoke", "--postgres-url", postgres_server,
-               "--out-dir", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "import-smoke.json").read_text())
-    assert results["complete"] is True
+    results, markdown = standalone_smoke("imports", "import", postgres_server, tmp_path)
     assert results["summary"] == {"users.imported": 2000, "users.updated": 0, "users.skipped": 0, "users.failed": 0}
     assert results["rerun_summary"]["users.skipped"] == 2000 and results["exported"] == 2000
-    assert "| `flask users import` into an empty database | 2,000 |" in (tmp_path / "IMPORT-smoke.md").read_text()
+    assert "| `flask users import` into an empty database | 2,000 |" in markdown
 
 
 def test_bench_relay_smoke_publishes_every_event_once(postgres_server, tmp_path):
@@ -103,25 +101,15 @@ def test_bench_relay_smoke_publishes_every_event_once(postgres_server, tmp_path)
     from tests.broker import require_broker
 
     require_broker()
-    command = [sys.executable, "-m", "bench.relay", "--smoke", "--postgres-url", postgres_server,
-               "--out-dir", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "relay-smoke.json").read_text())
-    assert results["complete"] is True
+    results, markdown = standalone_smoke("relay", "relay", postgres_server, tmp_path)
     assert {name: row["events"] for name, row in results["scenarios"].items()} == {"1,000 users": 2000, "one user": 200}
     assert all(row["per_s"] > 0 for row in results["scenarios"].values())
-    assert "| 2,000 | 1,000 users |" in (tmp_path / "RELAY-smoke.md").read_text()
+    assert "| 2,000 | 1,000 users |" in markdown
 
 
 def test_bench_mail_smoke_delivers_every_mail_once(postgres_server, tmp_path):
     """`python -m bench.mail --smoke`: the mail delivery benchmark of issue 18 cannot rot either."""
-    command = [sys.executable, "-m", "bench.mail", "--smoke", "--postgres-url", postgres_server,
-               "--out-dir", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "mail-smoke.json").read_text())
-    assert results["complete"] is True
+    results, markdown = standalone_smoke("mail", "mail", postgres_server, tmp_path)
     assert results["received"] == 200 and results["outbox"] == {"sent": 200}
     assert results["per_s"] > 0
-    assert "| 200 |" in (tmp_path / "MAIL-smoke.md").read_text()
+    assert "| 200 |" in markdown

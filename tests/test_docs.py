@@ -9,14 +9,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-REFERENCE = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
+# A pytest id: tests/x.py::test_name, or tests/x.py::Class::test_name for a test method.
+REFERENCE = re.compile(r"(tests/[\w/]+\.py)::(?:(\w+)::)?(\w+)")
 
 
 def _references() -> list[tuple[str, str, str]]:
     found = []
     for document in DOCUMENTS:
-        for path, name in REFERENCE.findall(document.read_text()):
-            found.append((document.name, path, name))
+        for path, cls, name in REFERENCE.findall(document.read_text()):
+            found.append((document.name, path, f"{cls}::{name}" if cls else name))
     return found
 
 
@@ -28,4 +29,7 @@ def test_documents_cite_tests():
 def test_cited_test_exists(document, path, name):
     source = ROOT / path
     assert source.is_file(), f"{document} cites {path}, which does not exist"
-    assert re.search(rf"^\s*(async )?def {name}\(", source.read_text(), re.M), f"{document} cites {path}::{name}"
+    cls, _, function = name.rpartition("::")
+    text = source.read_text()
+    assert not cls or re.search(rf"^class {cls}\b", text, re.M), f"{document} cites {path}::{name}: no class {cls}"
+    assert re.search(rf"^\s*(async )?def {function}\(", text, re.M), f"{document} cites {path}::{name}"

@@ -16,6 +16,7 @@ from app.identifiers import (
     username_key,
     width_mapped,
 )
+from tests.helpers import python_output
 
 INVISIBLES = [
     "\u00ad",  # soft hyphen
@@ -195,19 +196,9 @@ def test_the_ascii_shortcuts_agree_with_the_unicode_rules():
 
 def test_the_lookalike_tables_load_on_the_first_non_ascii_identifier_only():
     """A worker does not carry confusable_homoglyphs' ~6 MiB of tables until a non-ASCII name needs them."""
-    import subprocess
-    import sys
-
-    from config import BASE_DIR
-
     code = (
         "import sys, wsgi; from app.identifiers import normalize_username as n; "
         "n('alice.smith'); print('confusable_homoglyphs' in sys.modules); "
         "n('müller'); print('confusable_homoglyphs' in sys.modules)"
     )
-    env = {"APP_ENV": "testing", "DATABASE_URL": "sqlite://", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-2:] == ["False", "True"]
+    assert python_output(code)[-2:] == ["False", "True"]

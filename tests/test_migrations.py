@@ -14,6 +14,7 @@ from sqlalchemy import Boolean, Uuid, bindparam, inspect
 
 from app.extensions import db
 from app.models import Base, UTCDateTime
+from tests.helpers import python_output
 
 
 def test_migrations_upgrade_downgrade_upgrade(empty_app):
@@ -70,21 +71,11 @@ def test_readiness_reads_the_same_heads_as_alembic(tmp_path):
 
 def test_serving_processes_do_not_load_alembic():
     """Alembic (~10 MB) is for `flask db`; a worker importing wsgi:app never loads it."""
-    import subprocess
-    import sys
-
-    from config import BASE_DIR
-
     code = (
         "import sys, wsgi; client = wsgi.app.test_client(); client.get('/ready'); "
         "print(sorted(m for m in ('alembic', 'flask_migrate', 'mako') if m in sys.modules))"
     )
-    env = {"APP_ENV": "testing", "DATABASE_URL": "sqlite://", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert python_output(code)[-1] == "[]"
 
 
 def _insert_user(email: str, username: str | None = None) -> uuid.UUID:

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Session, User
-from tests.helpers import PASSWORD
-
-
-def run_together(app, count: int, request) -> list:
-    """Run `request(client)` in `count` threads released at the same instant; return the responses."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def worker(index: int) -> None:
-        client = app.test_client()
-        barrier.wait()
-        try:
-            results[index] = request(client)
-        except Exception as error:  # surfaced by the assertions below
-            results[index] = error
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
+from tests.helpers import PASSWORD, run_together
 
 
 def test_simultaneous_signups_with_one_email_give_one_201(app):

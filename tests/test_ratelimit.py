@@ -10,7 +10,7 @@ import pytest
 
 from app import ratelimit
 from app.ratelimit import AddressLimit
-from tests.helpers import PASSWORD, Auth, assert_problem
+from tests.helpers import PASSWORD, Auth, assert_429, login_from
 from tests.servers import SHARED_REDIS_URL as REDIS_URL
 from tests.servers import redis_client  # noqa: F401  (fixture)
 
@@ -26,26 +26,13 @@ def limited(make_app):
     return build
 
 
-def login(client, email, password="wrong password!", ip="10.9.9.9"):
-    """POST /login from `ip`."""
-    return client.post("/login", json={"email": email, "password": password}, environ_base={"REMOTE_ADDR": ip})
-
-
-def assert_429(response, code: str) -> int:
-    """A 429 problem with a sane Retry-After; return it."""
-    assert_problem(response, 429, code)
-    retry_after = int(response.headers["Retry-After"])
-    assert 1 <= retry_after <= 3600
-    return retry_after
-
-
 def test_login_failures_per_ip_are_limited(limited):
     client = limited(RATELIMIT_LOGIN_FAILURES="3/minute").test_client()
     for n in range(3):
-        assert login(client, f"nobody{n}@example.com").status_code == 401
-    assert_429(login(client, "nobody9@example.com"), "rate_limited")
+        assert login_from(client, f"nobody{n}@example.com").status_code == 401
+    assert_429(login_from(client, "nobody9@example.com"), "rate_limited")
     # Another address has its own budget.
-    assert login(client, "nobody@example.com", ip="10.8.8.8").status_code == 401
+    assert login_from(client, "nobody@example.com", ip="10.8.8.8").status_code == 401
 
 
 def test_parallel_failures_never_exceed_the_budget(limited):
@@ -57,7 +44,7 @@ def test_parallel_failures_never_exceed_the_budget(limited):
     app = limited(RATELIMIT_LOGIN_FAILURES="30/minute")
 
     def attempt(n: int) -> int:
-        return login(app.test_client(), f"parallel{n}@example.com").status_code
+        return login_from(app.test_client(), f"parallel{n}@example.com").status_code
 
     with ThreadPoolExecutor(max_workers=40) as pool:
         statuses = list(pool.map(attempt, range(40)))
@@ -69,10 +56,10 @@ def test_successful_logins_do_not_use_the_failure_budget(limited, auth):
     client = app.test_client()
     email = auth.signup()["user"]["email"]
     for _ in range(5):
-        assert login(client, email, PASSWORD).status_code == 200
-    assert login(client, "x1@example.com").status_code == 401
-    assert login(client, "x2@example.com").status_code == 401
-    assert_429(login(client, "x3@example.com"), "rate_limited")
+        assert login_from(client, email, PASSWORD).status_code == 200
+    assert login_from(client, "x1@example.com").status_code == 401
+    assert login_from(client, "x2@example.com").status_code == 401
+    assert_429(login_from(client, "x3@example.com"), "rate_limited")
 
 
 def test_no_app_wide_limiter_hook_runs_while_every_limit_decorates_its_view(limited):
@@ -81,16 +68,16 @@ def test_no_app_wide_limiter_hook_runs_while_every_limit_decorates_its_view(limi
     limiter = app.extensions["auth_limiter"]
     assert limiter._check_request_limit not in app.before_request_funcs[None]
     client = app.test_client()
-    statuses = [login(client, "nobody@example.com").status_code for _ in range(3)]
+    statuses = [login_from(client, "nobody@example.com").status_code for _ in range(3)]
     assert statuses[-1] == 429  # the decorated limits still count
 
 
 def test_login_total_limit(limited, auth):
     client = limited(RATELIMIT_LOGIN="2/minute").test_client()
     email = auth.signup()["user"]["email"]
-    assert login(client, email, PASSWORD).status_code == 200
-    assert login(client, email, PASSWORD).status_code == 200
-    assert_429(login(client, email, PASSWORD), "rate_limited")
+    assert login_from(client, email, PASSWORD).status_code == 200
+    assert login_from(client, email, PASSWORD).status_code == 200
+    assert_429(login_from(client, email, PASSWORD), "rate_limited")
 
 
 def test_signup_conflicts_per_ip_are_limited(limited, auth):
@@ -135,9 +122,9 @@ def test_password_checks_share_the_login_failure_budget(limited, auth, method, p
     ip = {"REMOTE_ADDR": "10.7.7.7"}
     assert send(url, json=body, headers=headers, environ_base=ip).status_code == 401
     assert send(url, json=body, headers=headers, environ_base=ip).status_code == 401
-    assert login(client, "nobody@example.com", ip="10.7.7.7").status_code == 401
+    assert login_from(client, "nobody@example.com", ip="10.7.7.7").status_code == 401
     assert_429(send(url, json=body, headers=headers, environ_base=ip), "rate_limited")
-    assert_429(login(client, me["user"]["email"], PASSWORD, ip="10.7.7.7"), "rate_limited")
+    assert_429(login_from(client, me["user"]["email"], PASSWORD, ip="10.7.7.7"), "rate_limited")
 
 
 def test_retry_after_is_the_real_wait_and_only_on_refusals(limited, auth):
@@ -146,13 +133,13 @@ def test_retry_after_is_the_real_wait_and_only_on_refusals(limited, auth):
     app = limited(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="2", RATELIMIT_LOGIN_FAILURES="3/minute")
     client = app.test_client()
     email = Auth(client, app).signup()["user"]["email"]
-    first = login(client, email)
+    first = login_from(client, email)
     assert first.status_code == 401 and "Retry-After" not in first.headers
     assert not [name for name in first.headers.keys() if name.lower().startswith("x-ratelimit")]
-    assert login(client, email).status_code == 401
-    assert assert_429(login(client, email), "too_many_attempts") == 1  # the account's delay, not the window
-    assert login(client, "other@example.com").status_code == 401  # the third failure of this address
-    assert 1 <= assert_429(login(client, "another@example.com"), "rate_limited") <= 60
+    assert login_from(client, email).status_code == 401
+    assert assert_429(login_from(client, email), "too_many_attempts") == 1  # the account's delay, not the window
+    assert login_from(client, "other@example.com").status_code == 401  # the third failure of this address
+    assert 1 <= assert_429(login_from(client, "another@example.com"), "rate_limited") <= 60
 
 
 @pytest.fixture

@@ -107,15 +107,8 @@ def test_redis_down_through_the_flask_app(make_app, redis_server, capsys):  # no
 
 @pytest.mark.e2e
 def test_redis_down_through_gunicorn(tmp_path, redis_server):  # noqa: F811
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    with running_server(
-        tmp_path,
-        "sqlite",
-        tls=False,
-        workers=2,
-        REDIS_URL=redis_server.url,
-        RATELIMIT_KEY_PREFIX=prefix,
-    ) as server:
+    with running_server(tmp_path, "sqlite", tls=False, REDIS_URL=redis_server.url) as server:
+        prefix = server.ratelimit_prefix
         status, _, body = server.call(
             "POST", "/signup", {"email": f"{prefix}@example.com", "password": PASSWORD, "name": "Test User"}
         )

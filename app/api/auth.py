@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Response, g, request
 
 from app import hotpath
@@ -9,6 +12,7 @@ from app.api import cookies
 from app.api.access import bearer_token, client_info, login_required, token_argument
 from app.api.openapi import BEARER_SECURITY, REFRESH_COOKIE_PARAMETER, SET_COOKIE_HEADER, Blueprint
 from app.errors import TokenError, request_id
+from app.models import User
 from app.schemas.auth import (
     CheckTokenRequestSchema,
     LoginRequestSchema,
@@ -24,8 +28,17 @@ from app.schemas.auth import (
 )
 from app.schemas.mfa import LoginMfaRequestSchema, MfaRequiredSchema
 from app.services import accounts, mfa, sessions
+from app.services.issuing import TokenPair
 
 blp = Blueprint("auth", __name__, description="Accounts and tokens")
+
+
+def signed_in(args: dict[str, Any], sign_in: Callable[..., tuple[User, TokenPair]]) -> dict[str, Any]:
+    """The answer of a sign-in (signup, login, login/mfa): `sign_in(**args, **client_info())`'s user
+    and new pair, the refresh token in the body or, asked with `cookie: true`, in the cookie."""
+    cookie = cookies.wants_cookie(args)  # taken out of args (and the Origin checked) before the service runs
+    user, pair = sign_in(**args, **client_info())
+    return {"user": user, **cookies.token_body(pair, cookie=cookie)}
 
 
 @blp.route("/signup", methods=["POST"])
@@ -38,9 +51,8 @@ def signup(args):
 
     A reserved username (RESERVED_USERNAMES) is 400 `username_reserved` unless an admin sets it.
     """
-    cookie = cookies.wants_cookie(args)
-    user, pair = accounts.signup(**args, **client_info())
-    return {"user_id": user.id, "user": user, **cookies.token_body(pair, cookie=cookie)}
+    answer = signed_in(args, accounts.signup)
+    return {"user_id": answer["user"].id, **answer}
 
 
 @blp.route("/login", methods=["POST"])
@@ -59,9 +71,7 @@ def login(args):
     An account with a second factor gets 401 `mfa_required` instead, with an `mfa_token`
     (single use, 5 minutes, void when the password changes) for POST /login/mfa.
     """
-    cookie = cookies.wants_cookie(args)
-    user, pair = accounts.login(**args, **client_info())
-    return {"user": user, **cookies.token_body(pair, cookie=cookie)}
+    return signed_in(args, accounts.login)
 
 
 @blp.route("/login/mfa", methods=["POST"])
@@ -77,9 +87,7 @@ def login_mfa(args):
     Wrong codes count against the account's login throttle like wrong passwords (429 too_many_attempts).
     `cookie: true` is given here (the /login that answered mfa_required issued no token).
     """
-    cookie = cookies.wants_cookie(args)
-    user, pair = mfa.complete_login(**args, **client_info())
-    return {"user": user, **cookies.token_body(pair, cookie=cookie)}
+    return signed_in(args, mfa.complete_login)
 
 
 @blp.route("/refresh", methods=["POST"])

@@ -178,6 +178,11 @@ def _act(user_id: str, run: Callable[[], Any], done: str, *, then: str | None = 
     return redirect(then or url_for(".user_page", user_id=user_id), 303)
 
 
+def _update(user_id: str, changes: dict[str, Any], done: str):
+    """An action that is PATCH /users/{id} with `changes`, by the signed-in admin (users.update_user)."""
+    return _act(user_id, lambda: users.update_user(actor=caller(), target_id=user_id, changes=changes), done)
+
+
 def _flat(messages: Any) -> list[str]:
     """Field messages as a flat list (marshmallow nests them by field)."""
     if isinstance(messages, dict):
@@ -189,18 +194,14 @@ def _flat(messages: Any) -> list[str]:
 @admin_required
 def deactivate(user_id: str):
     """Deactivate: PATCH /users/{id} with is_active false (the last admin stays)."""
-    change = {"is_active": False}
-    return _act(user_id, lambda: users.update_user(actor=caller(), target_id=user_id, changes=change),
-                "The account is deactivated and every one of its sessions has ended.")  # fmt: skip
+    return _update(user_id, {"is_active": False}, "The account is deactivated and every one of its sessions has ended.")
 
 
 @bp.post("/users/<user_id>/reactivate")
 @admin_required
 def reactivate(user_id: str):
     """Reactivate: PATCH /users/{id} with is_active true."""
-    change = {"is_active": True}
-    return _act(user_id, lambda: users.update_user(actor=caller(), target_id=user_id, changes=change),
-                "The account is active again.")  # fmt: skip
+    return _update(user_id, {"is_active": True}, "The account is active again.")
 
 
 @bp.post("/users/<user_id>/role")
@@ -211,9 +212,7 @@ def change_role(user_id: str):
     if not form.validate():
         flash("Choose a role: " + ", ".join(choice.value for choice in form.role.choices) + ".", "error")
         return redirect(url_for(".user_page", user_id=user_id), 303)
-    change = {"role": form.role.data}
-    return _act(user_id, lambda: users.update_user(actor=caller(), target_id=user_id, changes=change),
-                f"The role is now {form.role.data}.")  # fmt: skip
+    return _update(user_id, {"role": form.role.data}, f"The role is now {form.role.data}.")
 
 
 @bp.post("/users/<user_id>/reset-mail")

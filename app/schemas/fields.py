@@ -32,45 +32,51 @@ class Text(fields.String):
         return text
 
 
-class Email(fields.String):
-    """An email address in its stored form (`normalize_email`); compared exactly, so case-insensitively."""
+class Normalized(fields.String):
+    """A string taken in its stored form: `normalize` turns what the client sent into it, or refuses
+    it (a ValidationError); DESCRIPTION tells clients the rule in the OpenAPI document."""
+
+    DESCRIPTION = ""
 
     def __init__(self, **kwargs) -> None:
-        """Describe the normalization in the OpenAPI document."""
+        """Describe the rule in the OpenAPI document, unless the schema describes the field itself."""
         kwargs.setdefault("metadata", {})
-        kwargs["metadata"].setdefault(
-            "description",
-            "Stored and compared normalized: the part before @ lower-cased (fullwidth forms mapped, NFC), "
-            "the domain as its IDNA A-label (UTS 46, e.g. xn--bcher-kva.example). Invisible, control and "
-            "bidi characters, and a part before @ that mixes scripts or imitates an ASCII name, are a 400.",
-        )
+        kwargs["metadata"].setdefault("description", self.DESCRIPTION)
         super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         """Normalize and validate."""
-        return normalize_email(super()._deserialize(value, attr, data, **kwargs))
+        return self.normalize(super()._deserialize(value, attr, data, **kwargs))
+
+    @staticmethod
+    def normalize(value: str) -> str:
+        """The stored form of `value`."""
+        raise NotImplementedError
 
 
-class Username(fields.String):
-    """A username in its stored form (`normalize_username`); unique by `username_key`; never an email."""
+class Email(Normalized):
+    """An email address in its stored form (`normalize_email`); compared exactly, so case-insensitively."""
 
-    def __init__(self, **kwargs) -> None:
-        """Describe the rules in the OpenAPI document."""
-        kwargs.setdefault("metadata", {})
-        kwargs["metadata"].setdefault(
-            "description",
-            f"{USERNAME_MIN} to {USERNAME_MAX} letters, digits, '.', '_' or '-', starting with a letter or "
-            "digit; RFC 8265 PRECIS. Stored as typed after width mapping (fullwidth to ordinary) and NFC; "
-            "unique and matched case-insensitively by its UsernameCaseMapped form, so ADMIN and its "
-            "fullwidth twin are the same name. One script (UTS 39 Highly Restrictive); a non-ASCII imitation "
-            "of an ASCII name, and invisible, control or bidi characters, are a 400. Reserved names "
-            "(RESERVED_USERNAMES) are a 400 username_reserved unless an admin sets them.",
-        )
-        super().__init__(**kwargs)
+    DESCRIPTION = (
+        "Stored and compared normalized: the part before @ lower-cased (fullwidth forms mapped, NFC), "
+        "the domain as its IDNA A-label (UTS 46, e.g. xn--bcher-kva.example). Invisible, control and "
+        "bidi characters, and a part before @ that mixes scripts or imitates an ASCII name, are a 400."
+    )
+    normalize = staticmethod(normalize_email)
 
-    def _deserialize(self, value, attr, data, **kwargs):
-        """Normalize and validate; case is kept, uniqueness ignores it."""
-        return normalize_username(super()._deserialize(value, attr, data, **kwargs))
+
+class Username(Normalized):
+    """A username in its stored form (`normalize_username`): case kept, unique by `username_key`; never an email."""
+
+    DESCRIPTION = (
+        f"{USERNAME_MIN} to {USERNAME_MAX} letters, digits, '.', '_' or '-', starting with a letter or "
+        "digit; RFC 8265 PRECIS. Stored as typed after width mapping (fullwidth to ordinary) and NFC; "
+        "unique and matched case-insensitively by its UsernameCaseMapped form, so ADMIN and its "
+        "fullwidth twin are the same name. One script (UTS 39 Highly Restrictive); a non-ASCII imitation "
+        "of an ASCII name, and invisible, control or bidi characters, are a 400. Reserved names "
+        "(RESERVED_USERNAMES) are a 400 username_reserved unless an admin sets them."
+    )
+    normalize = staticmethod(normalize_username)
 
 
 class Password(fields.String):

@@ -87,7 +87,7 @@ def test_get_me_with_refresh_token_is_unauthorized(client, user):
 def test_update_me_name_email_username(make_app):
     """Without mail, every self-editable field changes at once, and GET /me shows the change."""
     client = make_app(MAIL_URL="none").test_client()
-    user = Auth(client, client.application).signup()
+    user = Auth(client).signup()
     response = client.patch(
         "/me",
         json={"name": "  New Name  ", "email": "  New.Person@Example.COM ", "username": "NewHandle"},
@@ -104,7 +104,7 @@ def test_update_me_name_email_username(make_app):
 def test_update_me_email_normalized_and_login_with_it(make_app):
     """A mixed-case email is stored lower-cased, and logging in with any case works (no mail: at once)."""
     client = make_app(MAIL_URL="none").test_client()
-    auth = Auth(client, client.application)
+    auth = Auth(client)
     user = auth.signup()
     response = client.patch("/me", json={"email": "MiXeD@Example.ORG"}, headers=bearer(user["access_token"]))
     assert assert_ok(response)["user"]["email"] == "mixed@example.org"

@@ -26,9 +26,9 @@ def mail_client(mail_app):
 
 
 @pytest.fixture
-def mail_auth(mail_client, mail_app):
+def mail_auth(mail_client):
     """Sign-up and login helpers on that app."""
-    return Auth(mail_client, mail_app)
+    return Auth(mail_client)
 
 
 def forgot(client, email: str):

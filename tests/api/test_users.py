@@ -485,7 +485,7 @@ def test_update_user_reactivation_old_tokens_stay_invalid(auth, client, admin, u
 def test_update_user_self_profile_fields(make_app):
     """A user may change their own name, email and username (without mail, the email at once)."""
     client = make_app(MAIL_URL="none").test_client()
-    user = Auth(client, client.application).signup()
+    user = Auth(client).signup()
     response = patch_user(
         client,
         user["access_token"],

@@ -301,6 +301,17 @@ class Entrypoint:
             raise
 
 
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Send `sig` unless it has exited and wait for it; killed if it outlives `timeout`. Its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=10)
+
+
 @pytest.fixture
 def workdir():
     """A scratch folder for one entrypoint (its /tmp: certificates, HOME, logs); removed after."""

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from tests.deploy.conftest import BIN, ROOT, free_port, wait_until
+from tests.deploy.conftest import BIN, ROOT, free_port, stop_process, wait_until
 
 PID_APP = """
 import os
@@ -69,11 +69,7 @@ def test_a_burst_of_keepalive_connections_is_shared_by_the_workers(tmp_path):
             assert len(counts) == 2 and max(counts.values()) <= 5, counts
             time.sleep(0.3)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
@@ -187,11 +183,7 @@ class _Busy:
 
     def stop(self) -> str:
         """SIGTERM; the log."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
         return self.log.read_text()
 
 

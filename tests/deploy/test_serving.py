@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import BIN, ROOT, free_port, wait_until
+from tests.deploy.conftest import BIN, ROOT, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -82,16 +82,6 @@ def exchange(port: int, raw: bytes, timeout: float = 10) -> bytes:
         return b""
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM, and wait for the exit."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def test_sigterm_refuses_new_connections_at_once_and_finishes_the_request_in_flight(tmp_path):
     process, port, log = start(tmp_path)
     answers: list[bytes] = []
@@ -121,7 +111,7 @@ def test_sigterm_refuses_new_connections_at_once_and_finishes_the_request_in_fli
         assert answers[0].endswith(b"ok")
         process.wait(timeout=15)
     finally:
-        stop(process)
+        stop_process(process)
     assert process.returncode == 0
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
@@ -144,7 +134,7 @@ def test_no_log_line_carries_a_query_string(tmp_path, log_format):
         assert exchange(port, (fine + "Connection: close\r\n\r\n").encode()).startswith(b"HTTP/1.1 200")
         time.sleep(0.3)
     finally:
-        stop(process)
+        stop_process(process)
     text = log.read_text()
     assert "Error handling request GET /boom" in text, text
     assert "Invalid HTTP request line: 'GET /login" in text and "Invalid HTTP Version: 'gin" in text, text

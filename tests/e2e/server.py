@@ -104,6 +104,7 @@ def running_server(
         server.database_url = url
         server.cafile = cafile
         server.jwt_secret = env["JWT_SECRET_KEY"]
+        server.ratelimit_prefix = env["RATELIMIT_KEY_PREFIX"]  # a new one per server unless given
         try:
             deadline = time.monotonic() + 30
             while True:

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from tests import browser as browsers
 from tests.e2e.server import running_server
 from tests.helpers import PASSWORD
-from tests.smtp import SMTPServer, text_of
+from tests.smtp import text_of
 
 pytestmark = pytest.mark.e2e
 browser = browsers.browser  # the fixture
@@ -32,21 +32,13 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def smtp():
-    """The SMTP server the service mails to."""
-    server = SMTPServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def service(request, tmp_path, smtp):
+def service(request, tmp_path, smtp_server):
     """The service (PostgreSQL; SQLite when it is unreachable outside CI) with mail and MFA on."""
     backend = "postgresql"
     if request.config.backend_problems.get(backend):
         backend = "sqlite"
     env = {
-        "MAIL_URL": smtp.url(),
+        "MAIL_URL": smtp_server.url(),
         "FRONTEND_URL": "https://app.example",
         "OUTBOX_IN_PROCESS": "true",
         "ENCRYPTION_KEY": Fernet.generate_key().decode(),
@@ -163,7 +155,7 @@ def open_user(page, email: str) -> None:
     page.wait_for_load_state()
 
 
-def test_an_admin_manages_users_in_the_browser(browser, service, smtp):
+def test_an_admin_manages_users_in_the_browser(browser, service, smtp_server):
     base = service.base
     signup(service, ADMIN, "Ada Admin")
     promote(service, ADMIN)
@@ -238,12 +230,14 @@ def test_an_admin_manages_users_in_the_browser(browser, service, smtp):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         resets = [
-            m for m in smtp.inbox.to("carol@example.com") if "reset" in text_of(m).lower() and "token=" in text_of(m)
+            m
+            for m in smtp_server.inbox.to("carol@example.com")
+            if "reset" in text_of(m).lower() and "token=" in text_of(m)
         ]
         if resets:
             break
         time.sleep(0.2)
-    assert resets, [m["Subject"] for m in smtp.inbox.messages]
+    assert resets, [m["Subject"] for m in smtp_server.inbox.messages]
 
     # Remove a user's second factor.
     page.get_by_role("link", name="← All users").click()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 
 import pytest
@@ -18,18 +17,16 @@ pytestmark = pytest.mark.e2e
 
 
 def test_limits_are_shared_by_two_workers(tmp_path, redis_client):  # noqa: F811
-    prefix = f"t{uuid.uuid4().hex[:10]}"
     with running_server(
         tmp_path,
         "sqlite",
         tls=False,
-        workers=2,
         extra_args=("--access-logfile", "-", "--access-logformat", "pid=%(p)s %(U)s %(s)s"),
         REDIS_URL=REDIS_URL,
-        RATELIMIT_KEY_PREFIX=prefix,
         RATELIMIT_LOGIN_FAILURES="5/minute",
         LOGIN_FREE_FAILURES="3",
     ) as server:
+        prefix = server.ratelimit_prefix
         # Per-IP failure budget: 5 across the workers, whichever serves each connection.
         statuses = [
             server.call("POST", "/login", {"email": f"n{i}@example.com", "password": "wrong password"})[0]

@@ -87,20 +87,7 @@ def test_comparison_is_constant_time(monkeypatch, app):
 # --- every worker, through the revocation view (PostgreSQL) ----------------------------------
 
 
-@pytest.fixture
-def workers(make_app, backend):
-    """Two apps with their revocation views on and listening, as two workers or instances."""
-    if backend != "postgresql":
-        pytest.skip("LISTEN/NOTIFY exists on PostgreSQL only; elsewhere every check reads the database")
-    secret = f"shared-by-both-workers-{uuid.uuid4().hex}"
-    apps = [make_app(REVOCATION_CACHE="true", JWT_SECRET_KEY=secret) for _ in range(2)]
-    for app in apps:
-        app.extensions["revocations"].ensure_listening()
-    deadline = time.monotonic() + 5
-    while not all(app.extensions["revocations"].cache.listening for app in apps):
-        assert time.monotonic() < deadline, "listeners did not connect"
-        time.sleep(0.02)
-    return apps
+# `workers` (tests/conftest.py): two apps with their revocation views on and listening.
 
 
 def _basic(client_id, secret) -> dict[str, str]:

@@ -44,14 +44,8 @@ def assert_cloudevent(event: dict, app, *, type: str, subject: str) -> None:
 
 @pytest.fixture
 def client(events_app):
-    """A client of the app with events on."""
+    """A client of the app with events on (and so conftest's `auth` makes its accounts there)."""
     return events_app.test_client()
-
-
-@pytest.fixture
-def auth(client, events_app):
-    """Accounts made through the real endpoints of that app."""
-    return Auth(client, events_app)
 
 
 def test_signup_is_auth_user_created_with_the_user_the_api_shows(events_app, client, auth):

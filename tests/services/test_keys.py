@@ -32,7 +32,7 @@ def key_app(make_app, tmp_path):
 @pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "RS256"])
 def test_asymmetric_tokens_carry_kid_and_verify_with_the_jwks(key_app, algorithm):
     client = key_app(algorithm).test_client()
-    body = Auth(client, client.application).signup("k@example.com")
+    body = Auth(client).signup("k@example.com")
     header = jwt.get_unverified_header(body["access_token"])
     assert header["alg"] == algorithm and header["kid"]
     assert check_token(client, body["access_token"])["valid"] is True
@@ -47,11 +47,11 @@ def test_asymmetric_tokens_carry_kid_and_verify_with_the_jwks(key_app, algorithm
 
 def test_rotation_keeps_retired_keys_verifying_until_pruned(key_app, tmp_path):
     first = key_app().test_client()
-    old_token = Auth(first, first.application).signup("k@example.com")["access_token"]
+    old_token = Auth(first).signup("k@example.com")["access_token"]
     old_kid = jwt.get_unverified_header(old_token)["kid"]
     keys.rotate(tmp_path / "keys", algorithm="ES256")
     second = key_app().test_client()
-    new_token = Auth(second, second.application).login("k@example.com")["access_token"]
+    new_token = Auth(second).login("k@example.com")["access_token"]
     new_kid = jwt.get_unverified_header(new_token)["kid"]
     assert new_kid != old_kid
     assert check_token(second, old_token)["valid"] is True  # the retired key still verifies
@@ -80,7 +80,7 @@ def forge(header: dict, claims: dict, sign) -> str:
 
 def test_hs256_signed_with_the_public_key_is_refused_under_rs256(key_app, tmp_path):
     client = key_app("RS256").test_client()
-    token = Auth(client, client.application).signup("k@example.com")["access_token"]
+    token = Auth(client).signup("k@example.com")["access_token"]
     kid = jwt.get_unverified_header(token)["kid"]
     jwks_key = client.get("/.well-known/jwks.json").get_json()["keys"][0]
     public_pem = jwt.PyJWK(jwks_key).key.public_bytes(
@@ -102,7 +102,7 @@ def test_rs256_token_is_refused_under_hs256(client, user):
 
 def test_token_signed_by_another_key_with_a_known_kid_is_refused(key_app):
     client = key_app().test_client()
-    token = Auth(client, client.application).signup("k@example.com")["access_token"]
+    token = Auth(client).signup("k@example.com")["access_token"]
     kid = jwt.get_unverified_header(token)["kid"]
     attacker = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode(claims_of(token), attacker, algorithm="ES256", headers={"kid": kid})
@@ -112,7 +112,7 @@ def test_token_signed_by_another_key_with_a_known_kid_is_refused(key_app):
 @pytest.mark.parametrize("extra", ["jwk", "jku", "x5u", "no-kid", "unknown-kid"])
 def test_key_location_headers_are_never_followed(key_app, extra):
     client = key_app().test_client()
-    token = Auth(client, client.application).signup("k@example.com")["access_token"]
+    token = Auth(client).signup("k@example.com")["access_token"]
     attacker = ec.generate_private_key(ec.SECP256R1())
     headers = {"kid": jwt.get_unverified_header(token)["kid"]}
     public_jwk = jwt.algorithms.ECAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
@@ -140,7 +140,7 @@ def test_missing_keys_fail_closed(key_app):
 
 def test_audience_is_written_and_required_when_configured(make_app):
     client = make_app(JWT_AUDIENCE="orders-api").test_client()
-    token = Auth(client, client.application).signup("k@example.com")["access_token"]
+    token = Auth(client).signup("k@example.com")["access_token"]
     claims = claims_of(token)
     assert claims["aud"] == "orders-api"
     assert check_token(client, token)["valid"] is True

@@ -88,25 +88,7 @@ def test_an_entry_is_found_only_by_its_jti_user_and_session():
 # --- two workers of the service (two apps, one PostgreSQL database) ---------------------------
 
 
-@pytest.fixture
-def postgres_only(backend):
-    """LISTEN/NOTIFY exists on PostgreSQL only; elsewhere every check reads the database."""
-    if backend != "postgresql":
-        pytest.skip("the revocation cache runs on PostgreSQL only")
-
-
-@pytest.fixture
-def workers(make_app, postgres_only):
-    """Two apps with their caches on, listening, as two gunicorn workers would be."""
-    secret = f"shared-by-both-workers-{uuid.uuid4().hex}"
-    apps = [make_app(REVOCATION_CACHE="true", JWT_SECRET_KEY=secret) for _ in range(2)]
-    for app in apps:
-        app.extensions["revocations"].ensure_listening()
-    deadline = time.monotonic() + 5
-    while not all(app.extensions["revocations"].cache.listening for app in apps):
-        assert time.monotonic() < deadline, "listeners did not connect"
-        time.sleep(0.02)
-    return apps
+# `workers` (tests/conftest.py): two apps with their caches on, listening, as two gunicorn workers.
 
 
 def checks(app, token) -> dict:

@@ -5,7 +5,6 @@ Its counts live in the database, so these run on every backend.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
@@ -13,20 +12,7 @@ import pytest
 
 from app.extensions import db
 from app.models import LoginThrottle
-from tests.helpers import PASSWORD, Auth, assert_problem, bearer
-
-
-def login(client, email, password="wrong password!", ip="10.9.9.9"):
-    """POST /login from `ip`."""
-    return client.post("/login", json={"email": email, "password": password}, environ_base={"REMOTE_ADDR": ip})
-
-
-def assert_429(response, code: str) -> int:
-    """A 429 problem with a sane Retry-After; return it."""
-    assert_problem(response, 429, code)
-    retry_after = int(response.headers["Retry-After"])
-    assert 1 <= retry_after <= 3600
-    return retry_after
+from tests.helpers import PASSWORD, Auth, assert_429, bearer, login_from, run_together
 
 
 @pytest.mark.parametrize("exists", [True, False])
@@ -34,21 +20,21 @@ def test_account_throttle_grows_and_expires(make_app, auth, exists):
     app = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="3")
     client = app.test_client()
     email = auth.signup()["user"]["email"] if exists else "ghost@example.com"
-    statuses = [login(client, email, ip=f"10.0.0.{n}").status_code for n in range(2)]
+    statuses = [login_from(client, email, ip=f"10.0.0.{n}").status_code for n in range(2)]
     assert statuses == [401, 401]
     # The third failure starts a 1 s delay; every address sees it (the account is the key).
-    assert login(client, email, ip="10.0.1.1").status_code == 401
-    assert assert_429(login(client, email, ip="10.0.1.2"), "too_many_attempts") == 1
+    assert login_from(client, email, ip="10.0.1.1").status_code == 401
+    assert assert_429(login_from(client, email, ip="10.0.1.2"), "too_many_attempts") == 1
     # Even the right password waits: the answer must not tell whether it was right.
-    assert_429(login(client, email, PASSWORD, ip="10.0.1.3"), "too_many_attempts")
+    assert_429(login_from(client, email, PASSWORD, ip="10.0.1.3"), "too_many_attempts")
     time.sleep(1.1)
-    assert login(client, email, ip="10.0.2.1").status_code == 401
-    assert assert_429(login(client, email, ip="10.0.2.2"), "too_many_attempts") == 2  # growing
+    assert login_from(client, email, ip="10.0.2.1").status_code == 401
+    assert assert_429(login_from(client, email, ip="10.0.2.2"), "too_many_attempts") == 2  # growing
     time.sleep(2.1)
     if exists:
-        assert login(client, email, PASSWORD).status_code == 200  # no permanent lockout
-        assert login(client, email).status_code == 401  # and success reset the count
-        assert login(client, email).status_code == 401
+        assert login_from(client, email, PASSWORD).status_code == 200  # no permanent lockout
+        assert login_from(client, email).status_code == 401  # and success reset the count
+        assert login_from(client, email).status_code == 401
 
 
 def test_account_throttle_delay_is_capped(make_app):
@@ -59,11 +45,11 @@ def test_account_throttle_delay_is_capped(make_app):
     )
     client = app.test_client()
     for _ in range(6):
-        response = login(client, "capped@example.com")
+        response = login_from(client, "capped@example.com")
         if response.status_code == 429:
             assert int(response.headers["Retry-After"]) <= 1
             time.sleep(1.05)
-    assert login(client, "capped@example.com").status_code == 401
+    assert login_from(client, "capped@example.com").status_code == 401
 
 
 def test_throttle_answers_alike_for_known_and_unknown_accounts(make_app, auth):
@@ -71,28 +57,10 @@ def test_throttle_answers_alike_for_known_and_unknown_accounts(make_app, auth):
     client = app.test_client()
     known = auth.signup()["user"]["email"]
     for email in (known, "unknown@example.com"):
-        assert login(client, email).status_code == 401
-    blocked = [login(client, email) for email in (known, "unknown@example.com")]
+        assert login_from(client, email).status_code == 401
+    blocked = [login_from(client, email) for email in (known, "unknown@example.com")]
     assert [r.get_json() for r in blocked][0] == [r.get_json() for r in blocked][1]
     assert {r.status_code for r in blocked} == {429}
-
-
-def _together(app, count: int, request) -> list:
-    """`request(client)` from `count` threads released at once; the status codes."""
-    barrier = threading.Barrier(count)
-    statuses: list = [None] * count
-
-    def worker(index: int) -> None:
-        client = app.test_client()
-        barrier.wait()
-        statuses[index] = request(client).status_code
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return statuses
 
 
 @pytest.mark.parametrize("exists", [True, False])
@@ -106,7 +74,8 @@ def test_parallel_guesses_get_only_the_free_attempts(make_app, auth, exists):
     app = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="5", DATABASE_POOL_SIZE="20")
     email = auth.signup()["user"]["email"] if exists else "ghost@example.com"
     started = time.monotonic()
-    statuses = _together(app, 20, lambda client: login(client, email))
+    responses = run_together(app, 20, lambda client: login_from(client, email))
+    statuses = [getattr(response, "status_code", repr(response)) for response in responses]
     elapsed = time.monotonic() - started
     assert Counter(statuses) == {401: 5, 429: 15}, (Counter(statuses), f"{elapsed:.2f} s")
 
@@ -116,10 +85,10 @@ def test_instances_share_the_account_count(make_app, auth):
     first = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="2").test_client()
     second = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="2").test_client()
     email = auth.signup()["user"]["email"]
-    assert login(first, email).status_code == 401
-    assert login(second, email).status_code == 401
-    assert_429(login(first, email), "too_many_attempts")
-    assert_429(login(second, email), "too_many_attempts")
+    assert login_from(first, email).status_code == 401
+    assert login_from(second, email).status_code == 401
+    assert_429(login_from(first, email), "too_many_attempts")
+    assert_429(login_from(second, email), "too_many_attempts")
 
 
 @pytest.mark.parametrize(
@@ -144,19 +113,19 @@ def test_reauthentication_counts_against_the_account(make_app, auth, method, pat
     assert send(url, json=body, headers=bearer(me["access_token"])).status_code == 401
     assert_429(send(url, json=body, headers=bearer(me["access_token"])), "too_many_attempts")
     # …and the same account's login waits too: one budget per account.
-    assert_429(login(client, me["user"]["email"], PASSWORD), "too_many_attempts")
+    assert_429(login_from(client, me["user"]["email"], PASSWORD), "too_many_attempts")
 
 
 def test_success_clears_the_count_and_rows_hold_no_identifier(make_app, auth):
     app = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FREE_FAILURES="3")
     client = app.test_client()
     email = auth.signup()["user"]["email"]
-    assert login(client, "typo@example.com").status_code == 401
-    assert login(client, email).status_code == 401
+    assert login_from(client, "typo@example.com").status_code == 401
+    assert login_from(client, email).status_code == 401
     with app.app_context():
         keys = db.session.scalars(db.select(LoginThrottle.key)).all()
     assert len(keys) == 2 and not any("example" in key for key in keys)
-    assert login(client, email, PASSWORD).status_code == 200
+    assert login_from(client, email, PASSWORD).status_code == 200
     with app.app_context():
         assert len(db.session.scalars(db.select(LoginThrottle.key)).all()) == 1  # the typo's stays
 
@@ -169,7 +138,7 @@ def test_purge_tokens_removes_stale_counts(make_app, runner):
 
     app = make_app(LOGIN_THROTTLE_ENABLED="true", LOGIN_FAILURE_WINDOW="60")
     client = app.test_client()
-    assert login(client, "old@example.com").status_code == 401
+    assert login_from(client, "old@example.com").status_code == 401
     with app.app_context():
         assert throttle.purge_expired() == 0
         assert throttle.purge_expired(utcnow() + timedelta(seconds=61)) == 1
