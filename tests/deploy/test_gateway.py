@@ -102,8 +102,8 @@ class TestNginx(GatewayContract):
     """deploy/nginx/gateway.conf."""
 
     NAME = "gate"
-    # nginx passes on the three headers gateway.conf sets from /validate's answer.
-    IDENTITY = {"X-User-Id": None, "X-User-Email": None, "X-User-Roles": ["user"]}
+    # nginx passes on the four headers gateway.conf sets from /validate's answer, X-User-Amr too.
+    IDENTITY = {"X-User-Id": None, "X-User-Email": None, "X-User-Roles": ["user"], "X-User-Amr": ["pwd"]}
     # Every 401 of /validate becomes the gateway's own invalid_token document (gateway.conf @unauthorized).
     REVOKED_CODE = "invalid_token"
     REDIRECT_STATUSES = (308,)

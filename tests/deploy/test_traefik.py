@@ -8,7 +8,7 @@ import yaml
 
 from tests.deploy.conftest import ROOT
 
-IDENTITY = ["X-User-Id", "X-User-Email", "X-User-Roles"]
+IDENTITY = ["X-User-Id", "X-User-Email", "X-User-Roles", "X-User-Amr"]
 
 
 @pytest.fixture(scope="module")
