@@ -19,7 +19,22 @@ _QUERY = re.compile(r"\?\S*")
 
 def iso_time(record: logging.LogRecord) -> str:
     """The record's time as ISO 8601 UTC with milliseconds: 2026-12-01T21:23:18.016Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+    return iso_seconds(record.created) + f".{int(record.msecs):03d}Z"
+
+
+def iso_seconds(created: float) -> str:
+    """`created` (epoch seconds) to the second, ISO 8601 UTC: 2026-12-01T21:23:18."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+
+
+def json_line(time_: str, level: str, logger: str, message: str, fields: dict[str, object]) -> bytes:
+    """One JSON log line, newline included: the production format, in one place.
+
+    JsonFormatter writes every record with it; app/observability.py writes the request line with
+    it directly, without a LogRecord, when the JSON handler is all that is configured.
+    """
+    return orjson.dumps({"time": time_, "level": level, "logger": logger, "message": message, **fields},
+                        default=str, option=orjson.OPT_APPEND_NEWLINE)  # fmt: skip
 
 
 # What every LogRecord has: a record's other attributes are the `extra` fields a caller passed.
@@ -47,24 +62,20 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line."""
-        line: dict[str, object] = {
-            "time": iso_time(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        fields: dict[str, object] = {}
         if self.request_id:
-            line["request_id"] = getattr(record, "request_id", None)
+            fields["request_id"] = getattr(record, "request_id", None)
         if record.exc_info:
-            line["exc_info"] = self.formatException(record.exc_info)
+            fields["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
-            line["exc_info"] = record.exc_text
+            fields["exc_info"] = record.exc_text
         if record.stack_info:
-            line["stack_info"] = self.formatStack(record.stack_info)
+            fields["stack_info"] = self.formatStack(record.stack_info)
         for name, value in record.__dict__.items():
             if name not in self._skip:
-                line[name] = value
-        return orjson.dumps(line, default=str).decode()
+                fields[name] = value
+        line = json_line(iso_time(record), record.levelname, record.name, record.getMessage(), fields)
+        return line[:-1].decode()  # the handler adds the newline
 
 
 class TextFormatter(logging.Formatter):

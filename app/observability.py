@@ -27,7 +27,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from app.logformat import TextFormatter, json_formatter
+from app.logformat import JsonFormatter, TextFormatter, iso_seconds, json_formatter, json_line
 
 # Methods counted under their own name; any other (a made-up `FOOBAR`, WebDAV's `PROPFIND`) is
 # `other`, so a client cannot add a metrics series per request.
@@ -66,7 +66,15 @@ EVENT_METRICS: dict[str, Callable[[], None]] = {
     "refresh_reuse_detected": REUSE_DETECTED.inc,
 }
 
+# (endpoint, method, status) -> its counter and histogram children: labels() takes a lock and
+# checks its values on every call. Bounded: endpoints are route templates, methods and statuses few.
+_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
 log = logging.getLogger("app.requests")
+_service_log = logging.getLogger("app")
+# The JSON handler configure_logging installed and the file descriptor of its stream, while the
+# request line may be written there directly (_direct_fd says when).
+_direct: tuple[logging.StreamHandler, Any, int] | None = None
 
 
 def count_issued_pair() -> None:
@@ -108,7 +116,14 @@ def configure_logging(app: Flask) -> None:
         handler.setFormatter(json_formatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    root = logging.getLogger("app")
+    global _direct
+    _direct = None
+    if app.config["LOG_FORMAT"] == "json":
+        try:
+            _direct = (handler, handler.stream, handler.stream.fileno())
+        except (AttributeError, OSError, ValueError):  # a stream without a descriptor (a test's capture)
+            pass
+    root = _service_log
     root.handlers[:] = [handler]
     root.setLevel(app.config["LOG_LEVEL"])
     root.propagate = False
@@ -133,20 +148,53 @@ def record(endpoint: str, method: str, status: int, elapsed: float, *, path: str
     The one record of a request: Flask's after_request hook and the verification fast path
     (app/hotpath.py) both call it.
     """
-    REQUESTS.labels(endpoint, method if method in KNOWN_METHODS else "other", str(status)).inc()
-    LATENCY.labels(endpoint).observe(elapsed)
-    if log.isEnabledFor(logging.INFO):
-        log.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "remote_addr": remote_addr,
-            },
-        )
+    key = (endpoint, method if method in KNOWN_METHODS else "other", status)
+    series = _series.get(key)
+    if series is None:
+        series = _series[key] = (REQUESTS.labels(key[0], key[1], str(status)), LATENCY.labels(endpoint))
+    series[0].inc()
+    series[1].observe(elapsed)
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 2),
+        "remote_addr": remote_addr,
+    }
+    fd = _direct_fd()
+    if fd is not None:
+        # The line JsonFormatter would write for log.info (app/logformat.py json_line), without
+        # the LogRecord, the handler's lock and its flush: ~60% of the line's cost (bench/PROFILE.md).
+        now = time.time()
+        line = json_line(f"{iso_seconds(now)}.{int((now - int(now)) * 1000):03d}Z", "INFO", log.name, "request", fields)
+        try:
+            while line:  # one write(2) unless the descriptor takes less (a full pipe)
+                line = line[os.write(fd, line) :]
+            return
+        except OSError:
+            pass  # the handler's own error handling says what went wrong
+    log.info("request", extra=fields)
+
+
+def _direct_fd() -> int | None:
+    """The descriptor the request line may be written to itself, or None to go through logging.
+
+    Only while the request logger has nothing of its own and the service's logger has exactly
+    the JSON handler configure_logging gave it, writing to the stream it had: any other
+    configuration (a test's capture, a handler added by an operator) gets the line through
+    logging, as before.
+    """
+    direct = _direct
+    if direct is None or log.handlers or log.filters or _service_log.filters:
+        return None
+    handler, stream, fd = direct
+    handlers = _service_log.handlers
+    if len(handlers) != 1 or handlers[0] is not handler or handler.stream is not stream or handler.level > logging.INFO:
+        return None
+    return fd if isinstance(handler.formatter, JsonFormatter) else None
 
 
 def record_request(response: Response) -> Response:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 
+import pytest
+
+from app import observability
+from app.logformat import JsonFormatter
 from tests.helpers import PASSWORD, assert_problem, bearer
 
 
@@ -49,8 +55,13 @@ def test_metrics_can_be_turned_off(make_app):
     assert_problem(make_app(METRICS_ENABLED="false").test_client().get("/metrics"), 404, "not_found")
 
 
-def test_logs_are_json_with_request_id_and_no_secrets(make_app, capsys):
+# capsys: stderr is a Python object without a descriptor, so lines go through logging; capfd: a
+# real descriptor, so the request lines are written directly (observability._direct_fd).
+@pytest.mark.parametrize("capture", ["capsys", "capfd"])
+def test_logs_are_json_with_request_id_and_no_secrets(make_app, request, capture):
+    capsys = request.getfixturevalue(capture)
     app = make_app(LOG_FORMAT="json")
+    assert (observability._direct_fd() is not None) == (capture == "capfd")
     client = app.test_client()
     secret = app.config["JWT_SECRET_KEY"]
     body = {"email": "logs@example.com", "password": PASSWORD, "name": "L"}
@@ -175,3 +186,26 @@ def test_query_strings_are_cut_out_of_messages_and_tracebacks():
     assert QueryStringFilter().filter(record)
     line = logging.Formatter().format(record)
     assert "Error handling request /x" in line and "bad /login" in line and "s3cret" not in line
+
+
+def test_the_direct_request_line_is_the_formatters_line(make_app, capfd):
+    make_app(LOG_FORMAT="json")
+    assert observability._direct_fd() is not None
+    fields = {"request_id": "r-1", "method": "GET", "path": "/me", "status": 200, "duration_ms": 0.42,
+              "remote_addr": "127.0.0.1"}  # fmt: skip
+    before = time.time()
+    observability.record("/me", "GET", 200, 0.00042, path="/me", remote_addr="127.0.0.1", request_id="r-1")
+    direct = capfd.readouterr().err
+    observability.log.handlers.append(logging.NullHandler())  # anything configured: through logging
+    try:
+        assert observability._direct_fd() is None
+    finally:
+        observability.log.handlers.pop()
+    record = logging.LogRecord("app.requests", logging.INFO, "", 0, "request", None, None)
+    record.__dict__.update(fields)
+    record.created, record.msecs = before, 0.0
+    through_logging = JsonFormatter().format(record)
+    assert direct.endswith("\n") and direct.count("\n") == 1
+    line, expected = json.loads(direct), json.loads(through_logging)
+    assert line.pop("time")[:19] >= expected.pop("time")[:19]  # the same second, or the next
+    assert list(line.items()) == list(expected.items())  # every field, in the same order
