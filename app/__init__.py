@@ -203,6 +203,8 @@ def register_hooks(app: Flask) -> None:
         """Every response: request id, security headers, and no caching unless a view allowed it."""
         for name, value in envelope_headers(response.headers, request_id(), https=request.is_secure):
             response.headers[name] = value
+        if request.method == "OPTIONS" and response.mimetype == "text/html" and not response.get_data():
+            del response.headers["Content-Type"]  # Flask's automatic answer: no body, so no HTML either
         return response
 
 

@@ -59,6 +59,17 @@ def has_control_chars(value: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in value)
 
 
+# Bidirectional embeddings, overrides and isolates (LRE..RLO, LRI..PDI): text shown in one order and
+# stored in another (Trojan Source, CVE-2021-42574). Free text refuses these only: other format
+# characters (ZWNJ, ZWJ) are part of how names are written in Persian, Indic scripts and emoji.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def has_bidi_controls(value: str) -> bool:
+    """True if `value` holds a bidirectional embedding, override or isolate character."""
+    return not value.isascii() and not _BIDI_CONTROLS.isdisjoint(value)
+
+
 def has_invisible_chars(value: str) -> bool:
     """True if `value` holds a control, format, separator, unassigned or otherwise invisible character."""
     if value.isascii():  # the common case, and ASCII's only invisible characters are its controls

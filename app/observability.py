@@ -244,5 +244,7 @@ def init_observability(app: Flask) -> None:
             "/metrics answers 404: set METRICS_TOKEN (scrapers send it as a Bearer token), "
             "or METRICS_PUBLIC=true when only a private network reaches this port"
         )
-    app.before_request(start_timer)
+    # First of every before_request hook: a request a later hook refuses (a 429 of the failure
+    # budget, a 415) is timed too, never logged with a negative duration.
+    app.before_request_funcs.setdefault(None, []).insert(0, start_timer)
     app.after_request(record_request)

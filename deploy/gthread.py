@@ -30,6 +30,11 @@ touches nothing); every other request goes to the pool as before, with the bytes
 its parser. Kept-alive connections are read the same way for their next request. A connection
 that has sent nothing yet no longer holds a request thread while it waits (gthread gave it one
 for up to 5 s): it waits on the event loop.
+
+Last, gunicorn's own refusals (a malformed request line or header, a head over its limits, an
+unsupported transfer coding) are the service's problem+json documents with the headers every
+answer carries (write_problem), not gunicorn's HTML page: an API client gets the same kind of
+error whoever refused the request.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from collections.abc import Callable
 from concurrent import futures
 from functools import partial
 
-from gunicorn import http
+from gunicorn import http, util
 from gunicorn import sock as gsock
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
@@ -93,6 +98,38 @@ class SniffedConn(TConn):
             self.buffered = b""
 
 
+# gunicorn's refusals, said in the service's words (the detail never echoes what the client sent).
+REFUSALS = {
+    400: "The request line or a header is malformed.",
+    403: "The request is forbidden.",
+    414: "The request line is too long.",
+    417: "The expectation cannot be met.",
+    431: "The request's headers are too large.",
+    500: "The server could not answer this request.",
+    501: "The transfer coding is not supported.",
+}
+
+
+def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's util.write_error, as problem+json (app/errors.py problem_body) with the envelope headers.
+
+    gunicorn calls it for a request it refused before any application saw it; its own `mesg`
+    (which quotes the request) goes to gunicorn's log only.
+    """
+    import json
+
+    from app.errors import HTTP_CODES, HTTP_ERROR, PROBLEM_CONTENT_TYPE, problem_body  # the worker has the app loaded
+    from app.http import choose_request_id, envelope_headers
+
+    request_id = choose_request_id(None)
+    detail = REFUSALS.get(status_int, reason)
+    body = json.dumps(problem_body(status_int, HTTP_CODES.get(status_int, HTTP_ERROR), detail, request_id=request_id))
+    headers = [("Connection", "close"), ("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(body)))]
+    headers += envelope_headers((), request_id, https=False)  # HSTS is the TLS answer's, which this may not be
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    util.write_nonblock(sock, f"HTTP/1.1 {status_int} {reason}\r\n{head}\r\n{body}".encode("latin-1"))
+
+
 class BalancedThreadWorker(ThreadWorker):
     """ThreadWorker that defers accepting while full, stops listening on SIGTERM, and gives /health its own thread."""
 
@@ -108,6 +145,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def run(self) -> None:
         """Serve, with a thread of its own for the liveness probe."""
+        util.write_error = write_problem  # gunicorn's handle_error writes through it (this process only)
         prefix = str(getattr(self.wsgi, "config", {}).get("URL_PREFIX", "") or "")
         path = (prefix.rstrip("/") + PROBE_PATH).encode("ascii")
         self.probe_targets = (b"GET " + path, b"HEAD " + path)

@@ -125,6 +125,12 @@ def public_base() -> str:
     return config["PUBLIC_URL"] or f"{request.host_url.rstrip('/')}{config['URL_PREFIX']}"
 
 
+def metadata_cache_control() -> dict[str, str]:
+    """Shared caches may keep the document only when PUBLIC_URL made it: one built from this request's
+    Host must not be served to anyone else (a forged Host would poison a cache, OWASP WSTG-INPV-17)."""
+    return {"Cache-Control": "public, max-age=300" if current_app.config["PUBLIC_URL"] else "no-store"}
+
+
 def metadata() -> dict:
     """The RFC 8414 document (and its OpenID Connect Discovery subset)."""
     base = public_base()
@@ -148,13 +154,14 @@ def authorization_server_metadata():
     """RFC 8414 authorization server metadata: the issuer (the tokens' `iss`) and the endpoints' absolute URLs.
 
     The URLs start with PUBLIC_URL when set, else with this request's scheme and host (from
-    X-Forwarded-Proto/-Host of TRUSTED_PROXIES only) and URL_PREFIX.
+    X-Forwarded-Proto/-Host of TRUSTED_PROXIES only) and URL_PREFIX, and are then never cached
+    (`no-store`): set PUBLIC_URL in production.
     """
-    return metadata(), {"Cache-Control": "public, max-age=300"}
+    return metadata(), metadata_cache_control()
 
 
 @blp.route("/.well-known/openid-configuration", methods=["GET"])
 @blp.response(200, MetadataSchema)
 def openid_configuration():
     """OpenID Connect Discovery, the subset this service has: the same document as RFC 8414's."""
-    return metadata(), {"Cache-Control": "public, max-age=300"}
+    return metadata(), metadata_cache_control()

@@ -11,6 +11,7 @@ from marshmallow import ValidationError, fields, validate
 from app.identifiers import (
     USERNAME_MAX,
     USERNAME_MIN,
+    has_bidi_controls,
     has_control_chars,
     normalize_email,
     normalize_username,
@@ -18,17 +19,19 @@ from app.identifiers import (
 
 
 class Text(fields.String):
-    """A trimmed, non-empty string without control characters, of bounded length."""
+    """A trimmed, non-empty string without control or bidirectional formatting characters, of bounded length."""
 
     def __init__(self, *, max_length: int, **kwargs) -> None:
         """Bound the length; `required` and friends pass through."""
         super().__init__(validate=validate.Length(min=1, max=max_length), **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        """Trim and refuse control characters."""
+        """Trim and refuse control and bidirectional formatting characters."""
         text = super()._deserialize(value, attr, data, **kwargs).strip()
         if has_control_chars(text):
             raise ValidationError("Must not contain control characters.")
+        if has_bidi_controls(text):  # a name shown reversed to an admin (CVE-2021-42574's trick)
+            raise ValidationError("Must not contain bidirectional formatting characters.")
         return text
 
 

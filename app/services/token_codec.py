@@ -114,6 +114,9 @@ def _decode_from_scratch(token: str) -> CheckedToken:
         raise InvalidToken("invalid") from None
     if not all(isinstance(claims[name], str) for name in ("sub", "jti", "type")):
         raise InvalidToken("invalid")
+    # RFC 7519 2: a NumericDate is a JSON number; PyJWT also takes "1796302468" (it converts with int()).
+    if not all(type(claims[name]) in (int, float) for name in ("exp", "iat", "nbf")):
+        raise InvalidToken("invalid")
     if not isinstance(claims.get("client_id" if is_client_subject(claims["sub"]) else "sid"), str):
         raise InvalidToken("invalid")
     # Tokens signed before `amr` existed proved a password only; a malformed amr is no token of ours.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import pytest
 
 from tests.conftest import make_test_app
@@ -247,3 +250,24 @@ def test_text_no_database_can_store_is_400(client, path, raw_body, field):
 def test_nul_in_query_is_400(client, admin):
     response = client.get("/users", query_string={"q": "a\x00b"}, headers=bearer(admin["access_token"]))
     assert "q" in assert_problem(response, 400, "validation_error")["errors"]
+
+
+@pytest.mark.parametrize("path", ["/me", "/login", "/health", "/checkToken"])
+def test_an_options_answer_has_no_body_and_claims_no_html(client, path):
+    response = client.options(path)
+    assert response.status_code == 200 and response.get_data() == b""
+    assert "Content-Type" not in response.headers and "OPTIONS" in response.headers["Allow"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_request_refused_by_an_early_hook_is_timed_from_its_start(make_app, capfd):
+    # The failure budget's hook refuses before any other runs: it used to be logged with -0.0 ms.
+    app = make_app(LOG_FORMAT="json", RATELIMIT_ENABLED="true", RATELIMIT_LOGIN_FAILURES="1/minute",
+                   RATELIMIT_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}")  # fmt: skip
+    client = app.test_client()
+    wrong = {"email": "nobody@example.com", "password": PASSWORD}
+    assert [client.post("/login", json=wrong).status_code for _ in range(2)] == [401, 429]
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    logged = [line for line in lines if line.get("path") == "/login"]
+    assert [line["status"] for line in logged] == [401, 429]
+    assert all(line["duration_ms"] > 0 for line in logged)

@@ -229,3 +229,25 @@ def test_reserved_usernames_setting_replaces_the_list(make_app):
 def test_reserved_usernames_setting_empty_turns_it_off(make_app):
     client = make_app(RESERVED_USERNAMES="").test_client()
     assert _signup(client, email="a@example.com", username="admin").status_code == 201
+
+
+@pytest.mark.parametrize("mark", ["\u202e", "\u202d", "\u2066", "\u2069"], ids=["RLO", "LRO", "LRI", "PDI"])
+def test_a_name_with_bidi_controls_is_refused_and_changes_nothing(client, auth, mark):
+    # CVE-2021-42574's trick: "exe.gnp" stored, "png.exe"-like shown to the admin reading the list.
+    answer = client.post("/signup", json={"email": "bidi@example.com", "password": PASSWORD, "name": f"ann{mark}gnp"})
+    assert_problem(answer, 400, "validation_error")
+    assert "name" in answer.get_json()["errors"]
+    assert client.post("/login", json={"email": "bidi@example.com", "password": PASSWORD}).status_code == 401
+    user = auth.signup()
+    changed = client.patch("/me", json={"name": f"x{mark}y"}, headers=bearer(user["access_token"]))
+    assert_problem(changed, 400, "validation_error")
+    assert client.get("/me", headers=bearer(user["access_token"])).get_json()["user"]["name"] == user["user"]["name"]
+
+
+def test_a_name_keeps_the_joiners_its_script_needs(client):
+    # ZWNJ in Persian, ZWJ in an emoji sequence: format characters, not bidi controls.
+    for name in ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f469\u200d\U0001f52c Ann"):
+        email = f"j{len(name)}{ord(name[0])}@example.com"
+        answer = client.post("/signup", json={"email": email, "password": PASSWORD, "name": name})
+        assert answer.status_code == 201, answer.get_json()
+        assert answer.get_json()["user"]["name"] == name

@@ -498,7 +498,8 @@ METADATA_PATHS = ("/.well-known/oauth-authorization-server", "/.well-known/openi
 @pytest.mark.parametrize("path", METADATA_PATHS)
 def test_metadata_from_the_request(client, app, path):
     response = client.get(path, base_url="https://auth.example.com")
-    assert response.status_code == 200 and response.headers["Cache-Control"] == "public, max-age=300"
+    # Built from this request's Host: no shared cache may keep it for another (a forged Host).
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
     assert response.get_json() == {
         "issuer": app.config["JWT_ISSUER"],
         "jwks_uri": "https://auth.example.com/.well-known/jwks.json",
@@ -516,8 +517,11 @@ def test_metadata_from_the_request(client, app, path):
 def test_public_url_builds_the_urls_and_is_the_issuer(make_app, path):
     app = make_app(URL_PREFIX="/auth", PUBLIC_URL="https://api.example.com/auth/")
     client = app.test_client()
-    body = client.get(f"/auth{path}", base_url="http://10.0.0.5:8000").get_json()
+    response = client.get(f"/auth{path}", base_url="http://10.0.0.5:8000", headers={"Host": "evil.example"})
+    body = response.get_json()
     assert body["issuer"] == "https://api.example.com/auth"
+    assert response.headers["Cache-Control"] == "public, max-age=300"  # the same for every Host: cacheable
+    assert "evil.example" not in response.get_data(as_text=True)
     assert body["token_endpoint"] == "https://api.example.com/auth/oauth/token"
     assert body["introspection_endpoint"] == "https://api.example.com/auth/introspect"
     assert body["jwks_uri"] == "https://api.example.com/auth/.well-known/jwks.json"

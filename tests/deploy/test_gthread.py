@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -15,6 +16,7 @@ import pytest
 from tests.deploy.conftest import BIN, ROOT, free_port, stop_process, wait_until
 
 PID_APP = """
+import json
 import os
 
 def app(environ, start_response):
@@ -281,3 +283,31 @@ def test_a_renewed_certificate_is_served_from_the_next_connection(tmp_path):
     finally:
         log = server.stop()
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /auth/\xff\xfe HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request"),
+        (b"GET /auth/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\x01b\r\n\r\n", 400, "bad_request"),
+        (b"GET /auth/x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "headers_too_large"),
+    ],
+    ids=["request-line", "header-value", "header-size"],
+)
+def test_gunicorns_own_refusals_are_problem_documents_with_the_envelope(tmp_path, request_bytes, status, code):
+    server = _Busy(tmp_path, tls=False)
+    try:
+        answer = server.ask(request_bytes)
+    finally:
+        log = server.stop()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines[1:])}
+    assert lines[0].startswith(f"HTTP/1.1 {status} ")
+    assert headers["content-type"] == "application/problem+json; charset=utf-8"
+    assert headers["x-content-type-options"] == "nosniff" and headers["cache-control"] == "no-store"
+    assert headers["x-frame-options"] == "DENY" and len(headers["x-request-id"]) == 32
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["code"] == code and problem["success"] is False
+    assert b"\xff" not in body and b"aaaa" not in body  # the request is never echoed
+    assert "Invalid request from ip=127.0.0.1" in log  # gunicorn still logs what it refused

@@ -99,3 +99,12 @@ def test_the_memory_is_bounded(make_app, user, pyjwt_calls):
     assert check_token(client, tokens[0])["valid"] is True
     assert pyjwt_calls.count(tokens[0]) == 2
     assert small.extensions["verified_tokens"].cache_info().currsize == 2
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_a_time_claim_that_is_not_a_number_is_invalid(app, client, user, claim):
+    # RFC 7519 2: NumericDate is a JSON number; PyJWT alone accepts "1796302468" (it calls int()).
+    claims = claims_of(user["access_token"])
+    forged = forge(app, user["access_token"], **{claim: str(claims[claim])})
+    assert check_token(client, forged) == {"success": True, "valid": False, "reason": "invalid"}
+    assert client.get("/me", headers=bearer(forged)).status_code == 401
