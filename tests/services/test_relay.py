@@ -190,9 +190,10 @@ def test_one_users_events_keep_commit_order_under_concurrent_changes(events_app,
     finally:
         stop.set()
         publishing.join()
-    assert len(by_id(received)) == total
+    firsts = by_id(received)  # at least once: a redelivery (same id) counts once, where it first came
+    assert len(firsts) == total
     for user_id in map(str, ids):
-        names = [int(event["data"]["name"]) for _, _, event in received if event["subject"] == user_id]
+        names = [int(event["data"]["name"]) for event in firsts.values() if event["subject"] == user_id]
         assert names == list(range(rounds * workers + 1))
 
 

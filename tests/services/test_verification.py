@@ -149,14 +149,15 @@ def test_check_expired_within_leeway_is_accepted(app, client, user):
 
 
 def test_check_expired_by_short_lifetime_is_expired(make_app, auth, user):
-    # A real token, not a forged one: a 1-second lifetime and a wait past the leeway.
-    short = make_app(JWT_ACCESS_TOKEN_EXPIRES=1, JWT_LEEWAY=0)
+    # A real token, not a forged one: a 3-second lifetime (iat is a whole second, so a 1-second
+    # one could expire before a busy machine checks it) and a wait past its exp, leeway 0.
+    short = make_app(JWT_ACCESS_TOKEN_EXPIRES=3, JWT_LEEWAY=0)
     client = short.test_client()
     token = client.post("/login", json={"email": user["user"]["email"], "password": PASSWORD}).get_json()[
         "access_token"
     ]
     assert client.post("/checkToken", json={"token": token}).get_json()["valid"] is True
-    time.sleep(2.1)
+    time.sleep(max(0.0, claims_of(token)["exp"] - time.time()) + 0.2)
     assert_rejected(client, token, "expired")
 
 
