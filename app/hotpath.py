@@ -123,15 +123,20 @@ def introspect_answer(form: Form | None, authorization: str | None, address: str
     return _json(200, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
 
 
-def validate_answer(token: str | None, request_id: str) -> Answer:
-    """The /validate answer for the Bearer credential `token` (None when there is none)."""
+def _bearer_answer(token: str | None, request_id: str, success: Callable[[Any], Answer]) -> Answer:
+    """`success(verified)` for a valid user access token as the Bearer credential; else its problem answer."""
     try:
         if token is None:
             raise MissingToken()
         verified = verification.verify_token(token, expected_type=token_codec.ACCESS)
     except Exception as error:
         return _failure(error, request_id)
-    return _json(200, VALIDATED, identity_headers(verified))
+    return success(verified)
+
+
+def validate_answer(token: str | None, request_id: str) -> Answer:
+    """The /validate answer for the Bearer credential `token` (None when there is none)."""
+    return _bearer_answer(token, request_id, lambda verified: _json(200, VALIDATED, identity_headers(verified)))
 
 
 # GET /me's body: the contract's user object, dumped by the schema the OpenAPI document shows.
@@ -144,18 +149,16 @@ def me_answer(token: str | None, request_id: str) -> Answer:
     Frontends ask it on every page load (issue 18): the answer is the verified token's own state
     (verification.SignedInUser), so a remembered token costs no query, and no Flask request.
     """
-    try:
-        if token is None:
-            raise MissingToken()
-        verified = verification.verify_token(token, expected_type=token_codec.ACCESS)
-    except Exception as error:
-        return _failure(error, request_id)
-    user = USER_RESPONSE.dump({"user": verification.SignedInUser(verified)})
-    return _json(200, orjson.dumps(user, option=orjson.OPT_SORT_KEYS))
+
+    def user(verified: verification.VerifiedToken) -> Answer:
+        body = USER_RESPONSE.dump({"user": verification.SignedInUser(verified)})
+        return _json(200, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+
+    return _bearer_answer(token, request_id, user)
 
 
 class HotPath:
-    """WSGI middleware in front of the Flask app for the two verification endpoints."""
+    """WSGI middleware in front of the Flask app for the verification endpoints and GET /me."""
 
     def __init__(self, app: Flask, inner: Callable) -> None:
         """Wrap `inner` (the Flask WSGI callable) for `app`."""
