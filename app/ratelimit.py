@@ -34,10 +34,14 @@ from app.observability import RATE_LIMIT_FALLBACK
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0  # while in fallback, ask the storage at most this often whether it is back
-# Leases (AddressLimit): a worker takes up to LEASE_MAX hits of a large limit from the shared storage
-# at once and spends them locally for at most LEASE_SECONDS. One hit in LEASE_PER_HITS of the limit
-# at most, so a small limit (under 2,000 a window) is counted one request at a time, exactly.
-LEASE_MAX = 20
+# Leases (AddressLimit): a worker takes several hits of a large limit from the shared storage at
+# once and spends them locally for at most LEASE_SECONDS. A lease is at most one hit in
+# LEASE_PER_HITS of the limit, so a small limit (under 2,000 a window) is counted one request at a
+# time, exactly. The first lease of an address is LEASE_START hits; one spent before it ended is
+# followed by one twice its size (the address sends faster than its lease lasts), one that ended
+# with hits left by one half its size, never below LEASE_START: the storage is asked about once a
+# second per worker and address however fast they send (issue 10, bench/PROFILE.md).
+LEASE_START = 20
 LEASE_PER_HITS = 1000
 LEASE_SECONDS = 1.0
 LEASES_KEPT = 10_000  # addresses with a lease, per limit and worker, before expired ones are dropped
@@ -316,10 +320,10 @@ class AddressLimit:
         self.errors = self.storage.base_exceptions if self.storage is not None else ()
         self.fallback = StorageFallback(name)
         self.next_check = 0.0
-        self.lease_sizes = [
-            max(1, min(LEASE_MAX, item.amount // LEASE_PER_HITS)) if leases else 1 for item in self.items
-        ]
-        self.leases: dict[tuple[int, str], tuple[int, float]] = {}  # (item, key) -> (hits left, until)
+        # The largest lease of each limit (1: counted one by one).
+        self.lease_bounds = [max(1, item.amount // LEASE_PER_HITS) if leases else 1 for item in self.items]
+        # (item, key) -> (hits left, until, the lease's size)
+        self.leases: dict[tuple[int, str], tuple[int, float, int]] = {}
         self.lease_lock = threading.Lock()
         self.blocks: dict[str, float] = {}  # key -> until (epoch seconds): budgets spend() found used up
         self.block_lock = threading.Lock()
@@ -359,42 +363,51 @@ class AddressLimit:
         """Hit every limit in `strategy`; the wait of the first one exceeded, if any.
 
         A large limit is hit through a lease: the shared count rises by the lease's size before any
-        of it is spent, so every worker together never exceeds the limit; a lease left unspent
-        when it ends is counted all the same (the caller loses at most LEASE_MAX hits a second per
-        worker of a limit of at least 20,000 a window). The /checkToken ceiling then costs one
-        Redis round trip in twenty requests instead of one each (it was 45% of /checkToken's CPU,
-        bench/PROFILE.md).
+        of it is spent, so every worker together never exceeds the limit. The hits of a lease that
+        fit under the limit are this worker's to spend; those beyond it (the lease that reached
+        the end of the window's budget) are refused, as every request after them is until the
+        window resets. A lease left unspent when it ends is counted all the same: the caller loses
+        at most one lease, 0.1% of the limit, a second per worker, and only while it sends more
+        slowly than its leases last. The /checkToken ceiling so costs a Redis round trip about once a
+        second per worker and address instead of one in each request (it was 45% of /checkToken's CPU,
+        then 30% at one call in twenty: bench/PROFILE.md).
         """
         for index, item in enumerate(self.items):
-            size = self.lease_sizes[index]
-            if size > 1 and strategy is not self.memory:
-                if self._spend_lease(index, key):
+            if self.lease_bounds[index] > 1 and strategy is not self.memory:
+                size = self._spend_lease(index, key)
+                if size is None:
                     continue
-                if strategy.hit(item, self.name, key, cost=size):
-                    self._keep_lease(index, key, size - 1)
+                counted = strategy.storage.incr(item.key_for(self.name, key), item.get_expiry(), amount=size)
+                granted = min(size, item.amount - (counted - size))  # the lease's hits under the limit
+                if granted > 0:
+                    self._keep_lease(index, key, granted - 1, size)
                     continue
-                # Less than a lease is left in this window: the rest one by one, exactly.
-            if not strategy.hit(item, self.name, key):
-                reset = strategy.get_window_stats(item, self.name, key).reset_time
-                return max(1, math.ceil(reset - time.time()))
+            elif strategy.hit(item, self.name, key):
+                continue
+            reset = strategy.get_window_stats(item, self.name, key).reset_time
+            return max(1, math.ceil(reset - time.time()))
         return None
 
-    def _spend_lease(self, index: int, key: str) -> bool:
-        """Take one hit from this worker's live lease of item `index` for `key`, if it has one."""
+    def _spend_lease(self, index: int, key: str) -> int | None:
+        """Take one hit from this worker's live lease of item `index` for `key`: None, or the next lease's size."""
+        now = time.monotonic()
         with self.lease_lock:
-            left, until = self.leases.get((index, key), (0, 0.0))
-            if left <= 0 or until <= time.monotonic():
-                return False
-            self.leases[(index, key)] = (left - 1, until)
-            return True
+            left, until, size = self.leases.get((index, key), (0, 0.0, 0))
+            if left > 0 and until > now:
+                self.leases[(index, key)] = (left - 1, until, size)
+                return None
+        start = min(LEASE_START, self.lease_bounds[index])
+        if size == 0:
+            return start
+        return min(self.lease_bounds[index], size * 2) if left <= 0 else max(start, size // 2)
 
-    def _keep_lease(self, index: int, key: str, hits: int) -> None:
-        """Remember `hits` taken from the storage for this worker to spend within LEASE_SECONDS."""
+    def _keep_lease(self, index: int, key: str, hits: int, size: int) -> None:
+        """Remember `hits` of a lease of `size` taken from the storage for this worker to spend within LEASE_SECONDS."""
         now = time.monotonic()
         with self.lease_lock:
             if len(self.leases) >= LEASES_KEPT:
                 self.leases = {k: v for k, v in self.leases.items() if v[1] > now and v[0] > 0}
-            self.leases[(index, key)] = (hits, now + LEASE_SECONDS)
+            self.leases[(index, key)] = (hits, now + LEASE_SECONDS, size)
 
     def spend(self, address: str | None) -> int | None:
         """Count one failure that has happened, after the fact: None if the budget had room for it, else the

@@ -162,7 +162,7 @@ def two_workers(prefix: str, limits: str) -> list[AddressLimit]:
 def test_a_leased_ceiling_is_never_exceeded_by_the_workers_together(shared_redis):
     """A limit of 2,000 is leased 2 at a time: the two workers together get exactly 2,000 (issue 18)."""
     workers = two_workers(shared_redis, "2000/minute")
-    assert workers[0].lease_sizes == [2]
+    assert workers[0].lease_bounds == [2]
     allowed = 0
     for _ in range(1100):
         for worker in workers:
@@ -170,31 +170,48 @@ def test_a_leased_ceiling_is_never_exceeded_by_the_workers_together(shared_redis
     assert allowed == 2000
 
 
-def test_a_large_ceiling_costs_one_redis_call_in_twenty(shared_redis, monkeypatch):
+def test_leases_grow_with_the_traffic_up_to_a_thousandth_of_the_limit(shared_redis, monkeypatch):
+    """20 hits, then 40, 80, and 100 (0.1% of 100,000) at a time: 4 Redis calls for 240 requests (issue 10)."""
     first, _ = two_workers(shared_redis, "100000/minute")
     calls = []
     incr = first.storage.incr
-    monkeypatch.setattr(first.storage, "incr", lambda *args, **kwargs: calls.append(args) or incr(*args, **kwargs))
-    assert all(first.retry_after("10.6.6.6") is None for _ in range(200))
-    assert len(calls) == 10
+    monkeypatch.setattr(
+        first.storage, "incr", lambda *args, **kwargs: calls.append(kwargs["amount"]) or incr(*args, **kwargs)
+    )
+    assert all(first.retry_after("10.6.6.6") is None for _ in range(240))
+    assert calls == [20, 40, 80, 100]
+    assert first.retry_after("10.6.6.6") is None
+    assert calls[-1] == 100  # the bound: no larger lease however fast the address sends
+
+
+def test_the_last_lease_of_a_window_grants_exactly_what_is_left(shared_redis):
+    """With 5 hits left under the limit, a lease of 20 gives those 5 and refuses the rest: none is lost."""
+    worker, other = two_workers(shared_redis, "30000/minute")
+    item = other.items[0]
+    other.storage.incr(item.key_for(other.name, "10.8.8.8"), item.get_expiry(), amount=29995)
+    answers = [worker.retry_after("10.8.8.8") for _ in range(8)]
+    assert answers[:5] == [None] * 5
+    assert all(wait is not None and 1 <= wait <= 60 for wait in answers[5:])
+    assert other.retry_after("10.8.8.8") is not None  # and the other worker is refused too
 
 
 def test_a_small_ceiling_and_the_other_budgets_count_every_request(shared_redis):
-    assert two_workers(shared_redis, "60/minute;1999/hour")[0].lease_sizes == [1, 1]
+    assert two_workers(shared_redis, "60/minute;1999/hour")[0].lease_bounds == [1, 1]
     budget = AddressLimit(
         "password-failures", "100000/minute", storage_uri=REDIS_URL, prefix=shared_redis, enabled=True
     )
-    assert budget.lease_sizes == [1]  # refunded budgets are never leased
+    assert budget.lease_bounds == [1]  # refunded budgets are never leased
 
 
-def test_a_lease_ends_after_a_second(shared_redis, monkeypatch):
+def test_a_lease_ends_after_a_second_and_the_next_is_smaller(shared_redis, monkeypatch):
     worker, _ = two_workers(shared_redis, "100000/minute")
-    assert worker.retry_after("10.7.7.1") is None
-    assert worker.leases[(0, "10.7.7.1")][0] == 19
+    assert all(worker.retry_after("10.7.7.1") is None for _ in range(21))  # the first lease, and a second of 40
+    assert worker.leases[(0, "10.7.7.1")][0::2] == (39, 40)
     now = time.monotonic()
     monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now + ratelimit.LEASE_SECONDS + 0.1)
     assert worker.retry_after("10.7.7.1") is None
-    assert worker.leases[(0, "10.7.7.1")][0] == 19  # a new lease: the old one's hits were not spent
+    # A new lease, half the size: the old one's hits were not spent in time (and are lost).
+    assert worker.leases[(0, "10.7.7.1")][0::2] == (19, 20)
 
 
 def test_a_spent_budget_is_remembered_in_this_worker_until_its_window_resets(shared_redis, monkeypatch):
