@@ -407,6 +407,9 @@ class AddressLimit:
         with self.lease_lock:
             if len(self.leases) >= LEASES_KEPT:
                 self.leases = {k: v for k, v in self.leases.items() if v[1] > now and v[0] > 0}
+            left, until, _ = self.leases.get((index, key), (0, 0.0, 0))
+            if left > 0 and until > now:
+                hits += left  # another thread's lease, taken at the same moment: both are counted, both spent
             self.leases[(index, key)] = (hits, now + LEASE_SECONDS, size)
 
     def spend(self, address: str | None) -> int | None:

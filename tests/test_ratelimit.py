@@ -195,6 +195,14 @@ def test_the_last_lease_of_a_window_grants_exactly_what_is_left(shared_redis):
     assert other.retry_after("10.8.8.8") is not None  # and the other worker is refused too
 
 
+def test_two_threads_renewing_at_once_keep_both_leases(shared_redis):
+    """Threads that find the lease spent at the same moment each take one: neither's hits are dropped."""
+    worker, _ = two_workers(shared_redis, "100000/minute")
+    worker._keep_lease(0, "10.9.9.9", 19, 20)
+    worker._keep_lease(0, "10.9.9.9", 19, 20)
+    assert worker.leases[(0, "10.9.9.9")][0] == 38
+
+
 def test_a_small_ceiling_and_the_other_budgets_count_every_request(shared_redis):
     assert two_workers(shared_redis, "60/minute;1999/hour")[0].lease_bounds == [1, 1]
     budget = AddressLimit(
