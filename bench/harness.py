@@ -140,6 +140,7 @@ class Harness:
         self.database = BenchDatabase(args.postgres_url)
         self.servers: list[Gunicorn] = []
         self.workers, self.threads = gunicorn_sizes()
+        self.yardstick: tuple[Gunicorn, Scenario] | None = None  # the bare-Flask server and its scenario
 
     def row(self, endpoint: str, scale: int, result: LoadResult) -> dict[str, Any]:
         """A table row, with the ratios to this scale's baseline and WSGI floor."""
@@ -178,6 +179,35 @@ class Harness:
         spent = server.cpu_seconds() - before
         result.cpu_ms = spent * 1000 / result.requests if result.requests else None
         return result
+
+    def bracket(self, row: dict[str, Any], before: LoadResult, after: LoadResult) -> None:
+        """Give `row` its ratios to the baseline runs right before and right after it (BRACKETED endpoints).
+
+        The step's baseline runs are minutes away from most rows; the machine's speed moves over
+        minutes (other tenants, clocks), and CPU per request with it. Runs seconds apart see about
+        the same machine, and one before and one after cancel a steady drift.
+        """
+        rps = (before.rps + after.rps) / 2
+        cpus = [r.cpu_ms for r in (before, after) if r.cpu_ms is not None]
+        row["adjacent"] = {
+            "rps": rps,
+            "spread": abs(before.rps - after.rps) / rps if rps else 0.0,
+            "cpu_ms": sum(cpus) / len(cpus) if cpus else None,
+        }
+        row["adjacent_ratio"] = row["rps"] / rps if rps else 1.0
+        if cpus and row.get("cpu_ms") is not None:
+            row["adjacent_cpu_ratio"] = row["cpu_ms"] / row["adjacent"]["cpu_ms"]
+        print(
+            f"    the baseline around it: {before.rps:.0f} and {after.rps:.0f} req/s: × {row['adjacent_ratio']:.2f}"
+            + (f", CPU × {row['adjacent_cpu_ratio']:.2f}" if "adjacent_cpu_ratio" in row else ""),
+            flush=True,
+        )
+
+    def adjacent_baseline(self) -> LoadResult:
+        """Half a measured run of the bare-Flask baseline, for bracket()."""
+        assert self.yardstick is not None
+        server, ping = self.yardstick
+        return self.measured(server, ping, self.args.duration / 2)
 
     def mfa_pool(self) -> int:
         """Users with TOTP for /login/mfa: one per login of its warm-up and run, plus the pre-flight's two."""
@@ -320,6 +350,7 @@ class Harness:
         self.servers.append(floor)
         floor.start(expected_workers=self.workers)
         ping = Scenario("baseline GET /ping", "GET", "/ping")
+        self.yardstick = (baseline, ping)
 
         for scale in args.scales:
             print(f"scale {scale:,}: seeding", flush=True)

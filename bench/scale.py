@@ -19,7 +19,7 @@ import pyotp
 
 from app.services import clients, mfa
 from bench.load import LoadResult, Scenario
-from bench.report import churn_name
+from bench.report import BRACKETED, churn_name
 from bench.seed import EMAIL, PASSWORD, Seeded, sign_access_tokens
 from bench.server import BIN, ROOT, Gunicorn
 
@@ -314,9 +314,17 @@ class ScaleRun:
             # (each worker's verified-token memory and revocation view). Tokens live 15 minutes.
             scenario = self.scenario(endpoint)
             self.load(scenario, h.args.warmup)
+        if endpoint not in BRACKETED:
+            result = self.load(scenario, h.args.duration)
+            self.sample_memory(f"{endpoint} run")
+            return h.row(endpoint, self.seeded.scale, result)
+        before = h.adjacent_baseline()
         result = self.load(scenario, h.args.duration)
+        after = h.adjacent_baseline()
         self.sample_memory(f"{endpoint} run")
-        return h.row(endpoint, self.seeded.scale, result)
+        row = h.row(endpoint, self.seeded.scale, result)
+        h.bracket(row, before, after)
+        return row
 
     def churn_window(self) -> float:
         """Seconds a churn process revokes for: the warm-up, the measured run, and a margin either side."""

@@ -83,6 +83,11 @@ def test_bench_smoke_measures_every_endpoint_with_valid_tokens(postgres_server, 
     assert rows["/checkToken @ churn 500/s"]["revocations"] > rows["/checkToken @ churn 50/s"]["revocations"]
     # The WSGI floor is served and every row has its ratio to it.
     assert all(row["floor_ratio"] > 0 for row in rows.values())
+    # The verification endpoints ran between two baseline runs, and their goals judge those (issue 10).
+    for endpoint in ("/checkToken", "/introspect", "/validate", "/me"):
+        assert rows[endpoint]["adjacent"]["rps"] > 0 and rows[endpoint]["adjacent_ratio"] > 0, rows[endpoint]
+    assert "adjacent" not in rows["/login"]
+    assert "the baseline around it" in next(goal["figures"] for goal in results["goals"] if "issue 10" in goal["goal"])
     assert results["login"]["ceiling_rps"] > 0
     assert all(sample["rss_mb"] for sample in results["memory"]["1000"]["timeline"])
     assert "## Goals (issue 18)" in (tmp_path / "RESULTS-smoke.md").read_text()
